@@ -1,0 +1,13 @@
+"""brushwork: neural style transfer that paints a photo in the style of a painting.
+
+>>> import brushwork
+>>> image = brushwork.stylize("photo.jpg", "painting.jpg", alpha=0.8)
+>>> image.save("painted.png")
+"""
+
+__version__ = "0.1.0"
+
+from .api import Stylizer, load_model, stylize  # noqa: E402
+from .errors import BrushworkError, ImageError, WeightsError  # noqa: E402
+
+__all__ = ["stylize", "load_model", "Stylizer", "BrushworkError", "ImageError", "WeightsError", "__version__"]

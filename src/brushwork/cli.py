@@ -1,0 +1,239 @@
+"""The ``brushwork`` command: a thin layer over the Python API.
+
+Exit status: 0 on success, 2 on bad input (with one line saying what is wrong), 1 when something the input
+cannot fix failed (missing weights, out of memory), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from . import weights as registry
+from .api import Stylizer
+from .errors import BrushworkError
+from .images import SAVE_FORMATS, list_images, save_image
+from .samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample
+
+_MODELS = [name for name, entry in registry.REGISTRY.items() if entry.kind == "model"]
+_weights_dir_option = click.option(
+    "--weights-dir", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Folder with weights laid out as DIR/<entry folder>/<file>; looked in before the cache. Repeatable.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="brushwork")
+def cli():
+    """brushwork: paint photos in the style of paintings."""
+
+
+_SAMPLES_HELP = "Sample photos: " + ", ".join(SAMPLE_PREFIX + name for name in SAMPLES) + "."
+
+
+@cli.command(epilog=_SAMPLES_HELP)
+@click.argument("content")
+@click.argument("style", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Output file (its extension sets the format), or a folder when a folder is given as input.")
+@click.option("--model", type=click.Choice(_MODELS), default=None,
+              help=f"Model from the weights registry [default: {registry.DEFAULT_MODEL}].")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Content-style trade-off: 0 keeps the content, 1 is full style.")
+@click.option("--style-weights", multiple=True,
+              help="Weights for mixing several style images, e.g. 0.3,0.7 (normalised to sum to 1).")
+@click.option("--content-size", type=click.IntRange(min=1), default=None,
+              help="Resize the content first so its shorter (see --resize-by) side has this many pixels.")
+@click.option("--style-size", type=click.IntRange(min=1), default=None,
+              help="Resize each style image first, likewise.")
+@click.option("--resize-by", type=click.Choice(["shorter", "longer"]), default="shorter", show_default=True,
+              help="Which side --content-size and --style-size set.")
+@click.option("--preserve-color", is_flag=True, help="Keep the content's colours; take only luminance from the style.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_weights_dir_option
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG/WebP quality.")
+@click.option("--format", "image_format", type=click.Choice(["png", "jpg", "webp"]), default="png",
+              show_default=True, help="Output format when writing into a folder.")
+@click.option("--skip-existing", is_flag=True, help="In folder mode, leave outputs that already exist alone.")
+def stylize(content, style, output, model, alpha, style_weights, content_size, style_size, resize_by,
+            preserve_color, device, weights_dir, quality, image_format, skip_existing):
+    """Paint CONTENT in the style of STYLE.
+
+    CONTENT and STYLE are image files, folders of images, or sample photos (sample:NAME). Several STYLE
+    files are mixed into one style (see --style-weights). A folder of contents and/or a folder of styles
+    paints every content with every style into the folder given by -o.
+    """
+    jobs, batch = _plan(content, list(style), output, image_format)
+    if skip_existing:
+        jobs = [job for job in jobs if not job.output.exists()]
+        if not jobs:
+            click.echo("nothing to do: every output exists")
+            return
+    stylizer = Stylizer(model, alpha=alpha, style_weights=_parse_weights(style_weights),
+                        content_size=content_size, style_size=style_size, resize_by=resize_by,
+                        preserve_color=preserve_color, device=device, weights_dir=list(weights_dir))
+    if not batch:
+        job = jobs[0]
+        start = time.perf_counter()
+        image = stylizer(job.content, job.styles)
+        save_image(image, job.output, quality=quality)
+        click.echo(f"wrote {job.output} ({image.width}x{image.height}, {time.perf_counter() - start:.2f} s)")
+        return
+    _run_batch(stylizer, jobs, output, quality)
+
+
+@dataclass
+class _Job:
+    content: str
+    styles: list[str]
+    output: Path
+
+
+def _plan(content: str, styles: list[str], output: Path, image_format: str) -> tuple[list[_Job], bool]:
+    """Which images to paint with which styles and where each result goes; and whether it is a batch."""
+    contents = _expand(content, "content")
+    style_folders = [s for s in styles if not is_sample(s) and Path(s).is_dir()]
+    if style_folders:
+        style_sets = [[s] for item in styles for s in _expand(item, "style")]
+    else:
+        style_sets = [styles]
+    batch = len(contents) > 1 or len(style_sets) > 1 or Path(content).is_dir() or output.is_dir()
+    if not batch:
+        if output.suffix.lower() not in SAVE_FORMATS:
+            raise BrushworkError(f"{output}: give the output a known extension ({', '.join(sorted(SAVE_FORMATS))})")
+        return [_Job(contents[0], style_sets[0], output)], False
+    if output.exists() and not output.is_dir():
+        raise BrushworkError(f"{output}: several outputs need a folder, and this is a file")
+    jobs = [
+        _Job(c, s, output / f"{_stem(c)}__{'+'.join(_stem(x) for x in s)}.{image_format}")
+        for c in contents for s in style_sets
+    ]
+    return jobs, True
+
+
+def _expand(item: str, role: str) -> list[str]:
+    if is_sample(item) or not Path(item).is_dir():
+        return [item]
+    found = [str(p) for p in list_images(item)]
+    if not found:
+        raise BrushworkError(f"{item}: no {role} images in this folder")
+    return found
+
+
+def _stem(item: str) -> str:
+    return item[len(SAMPLE_PREFIX):] if is_sample(item) else Path(item).stem
+
+
+def _parse_weights(values: tuple[str, ...]) -> list[float] | None:
+    if not values:
+        return None
+    try:
+        return [float(part) for value in values for part in value.replace(",", " ").split()]
+    except ValueError:
+        raise BrushworkError(f"style weights must be numbers, like 0.3,0.7; got {' '.join(values)!r}") from None
+
+
+def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int) -> None:
+    failures = 0
+    start = time.perf_counter()
+    with tqdm(jobs, desc="stylising", unit="image", file=sys.stderr) as progress:
+        for job in progress:
+            progress.set_postfix_str(job.output.name, refresh=False)
+            try:
+                save_image(stylizer(job.content, job.styles), job.output, quality=quality)
+            except BrushworkError as error:  # one bad file does not end the batch
+                failures += 1
+                tqdm.write(f"brushwork: skipped {job.output.name}: {error}", file=sys.stderr)
+    done = len(jobs) - failures
+    click.echo(f"wrote {done} image(s) to {output} in {time.perf_counter() - start:.1f} s"
+               + (f"; {failures} failed" if failures else ""))
+    if failures:
+        raise SystemExit(2)
+
+
+@cli.group()
+def weights():
+    """List, fetch and verify pretrained weights."""
+
+
+@weights.command("list")
+@_weights_dir_option
+@click.option("-v", "--verbose", is_flag=True, help="Also show source, citation and notes.")
+def weights_list(weights_dir, verbose):
+    """Every registered entry and where its files are (local folder, cache, or missing)."""
+    rows = []
+    for name, entry in registry.REGISTRY.items():
+        statuses = registry.status(entry, list(weights_dir))
+        places = {s.found.place if s.found else "missing" for s in statuses}
+        where = places.pop() if len(places) == 1 else "partial"
+        label = name + (" (default)" if name == registry.DEFAULT_MODEL else "")
+        rows.append((label, entry.kind, where, entry.licence.split(";")[0]))
+    widths = [max(len(row[i]) for row in rows + [("NAME", "KIND", "WHERE", "LICENCE")]) for i in range(4)]
+    for row in [("NAME", "KIND", "WHERE", "LICENCE"), *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if verbose and row[0] != "NAME":
+            entry = registry.get(row[0].split()[0])
+            for line in (entry.summary, f"source: {entry.source}", f"licence: {entry.licence}",
+                         f"cite: {entry.citation}", entry.notes):
+                if line:
+                    click.echo(f"    {line}")
+
+
+@weights.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option("--all", "fetch_all", is_flag=True, help="Fetch every entry.")
+@_weights_dir_option
+def weights_fetch(names, fetch_all, weights_dir):
+    """Make sure the named weights are available (found locally or fetched into the cache), checked."""
+    names = list(registry.REGISTRY) if fetch_all else list(names) or [registry.DEFAULT_MODEL]
+    for name in names:
+        paths = registry.resolve(name, list(weights_dir))
+        folders = sorted({str(p.parent) for p in paths.values()})
+        click.echo(f"{name}: ok ({', '.join(folders)})")
+
+
+@weights.command("verify")
+@click.argument("names", nargs=-1)
+@_weights_dir_option
+def weights_verify(names, weights_dir):
+    """Check the sha256 of every weight file present; exit 1 if any does not match."""
+    bad = 0
+    for name in names or registry.REGISTRY:
+        for item in registry.status(name, list(weights_dir), check=True):
+            if item.found is None:
+                state = "missing"
+            else:
+                state = f"ok {item.found.path}" if item.ok else f"MISMATCH {item.found.path}"
+                bad += not item.ok
+            click.echo(f"{name}/{item.file.filename}: {state}")
+    if bad:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    """Entry point: user errors as one line, never a traceback."""
+    try:
+        code = cli.main(standalone_mode=False, prog_name="brushwork")
+    except click.exceptions.Abort:
+        click.echo("brushwork: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except BrushworkError as error:
+        click.echo(f"brushwork: error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        click.echo("brushwork: interrupted", err=True)
+        sys.exit(130)
+    except (MemoryError, torch.OutOfMemoryError):
+        click.echo("brushwork: error: out of memory; try a smaller --content-size or --device cpu", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

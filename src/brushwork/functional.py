@@ -1,0 +1,85 @@
+"""The maths of style transfer as small pure functions on tensors, shared by every method."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+#: Added to the variance before the square root, as in AdaIN and MicroAST.
+EPS = 1e-5
+
+# ITU-R BT.601 full-range RGB <-> YCbCr (as in JPEG), for colour-preserving transfer.
+_RGB_TO_YCBCR = torch.tensor([
+    [0.299, 0.587, 0.114],
+    [-0.168736, -0.331264, 0.5],
+    [0.5, -0.418688, -0.081312],
+])
+_YCBCR_TO_RGB = torch.linalg.inv(_RGB_TO_YCBCR)
+_CHROMA_OFFSET = torch.tensor([0.0, 0.5, 0.5])
+
+
+def mean_std(features: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation over the spatial positions of NxCxHxW features.
+
+    Both are returned as NxCx1x1. The variance is the unbiased one plus ``eps``, as in the reference
+    implementations whose weights we load.
+    """
+    if features.dim() != 4:
+        raise ValueError(f"expected NxCxHxW features, got shape {tuple(features.shape)}")
+    flat = features.flatten(2)
+    std = (flat.var(dim=2) + eps).sqrt()
+    return flat.mean(dim=2)[..., None, None], std[..., None, None]
+
+
+def adaptive_instance_norm(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """AdaIN: normalise each channel of ``features`` and give it the target ``mean`` and ``std`` (NxCx1x1)."""
+    own_mean, own_std = mean_std(features)
+    return (features - own_mean) / own_std * std + mean
+
+
+def blend(values: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Weighted sum of tensors of the same shape."""
+    if len(values) != len(weights) or not values:
+        raise ValueError(f"need as many weights as values, got {len(weights)} weights for {len(values)} values")
+    total = values[0] * weights[0]
+    for value, weight in zip(values[1:], weights[1:]):
+        total = total + value * weight
+    return total
+
+
+def normalize_weights(weights: Sequence[float] | None, count: int) -> list[float]:
+    """Style weights scaled to sum to 1; equal weights when none are given."""
+    if weights is None:
+        return [1.0 / count] * count
+    weights = [float(w) for w in weights]
+    if len(weights) != count:
+        raise ValueError(f"got {len(weights)} style weights for {count} style images")
+    if any(w < 0 or w != w for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"style weights must be non-negative with a positive sum, not {weights}")
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def rgb_to_ycbcr(image: torch.Tensor) -> torch.Tensor:
+    """Nx3xHxW RGB in [0, 1] to YCbCr (BT.601 full range), chroma centred on 0.5."""
+    matrix = _RGB_TO_YCBCR.to(image)
+    return torch.einsum("ij,njhw->nihw", matrix, image) + _CHROMA_OFFSET.to(image)[:, None, None]
+
+
+def ycbcr_to_rgb(image: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_ycbcr`."""
+    matrix = _YCBCR_TO_RGB.to(image)
+    return torch.einsum("ij,njhw->nihw", matrix, image - _CHROMA_OFFSET.to(image)[:, None, None])
+
+
+def preserve_color(stylised: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Luminance-only transfer: the stylised image's luminance with the content image's chroma.
+
+    Both are Nx3xHxW RGB in [0, 1] of the same size; the result is clamped to [0, 1].
+    """
+    if stylised.shape != content.shape:
+        raise ValueError(f"stylised {tuple(stylised.shape)} and content {tuple(content.shape)} differ in shape")
+    luma = rgb_to_ycbcr(stylised)[:, :1]
+    chroma = rgb_to_ycbcr(content)[:, 1:]
+    return ycbcr_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(0, 1)

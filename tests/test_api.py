@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import brushwork
+from brushwork import api, images, weights
+from brushwork.errors import BrushworkError, WeightsError
+from brushwork.functional import rgb_to_ycbcr
+
+
+@pytest.fixture(scope="module")
+def pair(reference):
+    folder, cases = reference
+    return folder / cases[3]["content"], folder / cases[3]["style"]
+
+
+def test_stylize_accepts_paths_images_arrays_and_tensors(pair, weights_dir):
+    content, style = pair
+    by_path = brushwork.stylize(content, style, weights_dir=weights_dir, device="cpu")
+    assert isinstance(by_path, Image.Image) and by_path.mode == "RGB"
+    assert by_path.size == Image.open(content).size
+    content_image, style_image = images.load_image(content), images.load_image(style)
+    for content_value, style_value in [
+        (str(content), [style_image]),
+        (content_image, style_image),
+        (np.asarray(content_image), np.asarray(style_image)),
+        (images.to_tensor(content_image), images.to_tensor(style_image)[0]),
+    ]:
+        result = brushwork.stylize(content_value, style_value, weights_dir=weights_dir, device="cpu")
+        assert np.array_equal(np.asarray(result), np.asarray(by_path))
+
+
+def test_load_model_is_ready_and_shared(weights_dir):
+    model = brushwork.load_model(weights_dir=weights_dir, device="cpu")
+    assert model is brushwork.load_model(weights.DEFAULT_MODEL, weights_dir=weights_dir, device="cpu")
+    assert not model.training
+    assert all(not p.requires_grad and p.device.type == "cpu" for p in model.parameters())
+    assert brushwork.load_model("microast-cv-faces", weights_dir=weights_dir).decoder.head == "tuned"
+
+
+def test_load_model_refuses_what_is_not_a_model(weights_dir):
+    with pytest.raises(BrushworkError, match="'vgg16-hed' is not a style-transfer model"):
+        brushwork.load_model("vgg16-hed", weights_dir=weights_dir)
+    with pytest.raises(WeightsError, match="unknown weights"):
+        brushwork.load_model("picasso-9000")
+
+
+def test_sizes_and_resizing(pair, weights_dir):
+    content, style = pair  # 384x384
+    result = brushwork.stylize(content, style, content_size=200, style_size=128, weights_dir=weights_dir)
+    assert result.size == (200, 200)
+    wide = Image.new("RGB", (300, 120), (40, 90, 200))
+    result = brushwork.stylize(wide, style, content_size=150, resize_by="longer", weights_dir=weights_dir)
+    assert result.size == (150, 60)
+
+
+def test_preserve_color_keeps_the_content_chroma(pair, weights_dir):
+    content, style = pair
+    content_tensor = images.to_tensor(images.load_image(content))
+
+    def chroma_stats(image):
+        chroma = rgb_to_ycbcr(images.to_tensor(image))[0, 1:].flatten(1)
+        return torch.cat([chroma.mean(1), chroma.std(1)])
+
+    target = torch.cat([rgb_to_ycbcr(content_tensor)[0, 1:].flatten(1).mean(1),
+                        rgb_to_ycbcr(content_tensor)[0, 1:].flatten(1).std(1)])
+    plain = brushwork.stylize(content, style, weights_dir=weights_dir)
+    kept = brushwork.stylize(content, style, preserve_color=True, weights_dir=weights_dir)
+    assert (chroma_stats(kept) - target).abs().max() < 0.01
+    assert (chroma_stats(plain) - target).abs().max() > 0.03
+    # the luminance still comes from the stylisation
+    luma = lambda image: rgb_to_ycbcr(images.to_tensor(image))[:, :1]  # noqa: E731
+    assert (luma(kept) - luma(plain)).abs().mean() < 0.02
+
+
+def test_stylizer_reuses_encoded_styles(pair, weights_dir):
+    content, style = pair
+    stylizer = api.Stylizer(weights_dir=weights_dir, content_size=64)
+    first = stylizer(content, style)
+    assert list(stylizer._encoded_styles) == [str(style)]
+    assert np.array_equal(np.asarray(stylizer(content, style)), np.asarray(first))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"alpha": 1.2}, "alpha must be between 0 and 1"),
+    ({"style_weights": [1, 2, 3]}, "3 style weights for 1 style"),
+    ({"style_weights": [-1]}, "non-negative"),
+    ({"content_size": -5}, "content size must be positive"),
+    ({"resize_by": "width"}, "resize by"),
+    ({"device": "tpu"}, "device"),
+])
+def test_bad_settings_are_refused(pair, weights_dir, options, message):
+    content, style = pair
+    with pytest.raises(BrushworkError, match=message):
+        brushwork.stylize(content, style, weights_dir=weights_dir, **options)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when there is no GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(pair, weights_dir):
+    with pytest.raises(BrushworkError, match="no CUDA GPU"):
+        brushwork.stylize(*pair, device="cuda", weights_dir=weights_dir)
+
+
+def test_no_styles_is_refused(pair, weights_dir):
+    with pytest.raises(BrushworkError, match="at least one style"):
+        brushwork.stylize(pair[0], [], weights_dir=weights_dir)

@@ -1,0 +1,143 @@
+"""The command line, run as a user runs it: a separate process, its exit status and what it prints."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+
+def brushwork(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "brushwork", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def assert_one_line_error(run, code, text):
+    assert run.returncode == code, run.stderr
+    assert "Traceback" not in run.stderr
+    assert text in run.stderr
+    assert len([line for line in run.stderr.splitlines() if line.strip()]) <= 3  # click adds a usage hint
+
+
+@pytest.fixture(scope="module")
+def pair(reference):
+    folder, cases = reference
+    return folder / cases[3]["content"], folder / cases[3]["style"], folder / cases[4]["style"]
+
+
+def test_stylize_one_image(tmp_path, pair, weights_dir):
+    content, style, _ = pair
+    run = brushwork("stylize", content, style, "-o", tmp_path / "out.jpg", "--content-size", 128,
+                    "--alpha", 0.7, "--preserve-color", "--weights-dir", weights_dir, "--device", "cpu")
+    assert run.returncode == 0, run.stderr
+    assert "wrote" in run.stdout
+    with Image.open(tmp_path / "out.jpg") as image:
+        assert image.format == "JPEG" and image.size == (128, 128)
+
+
+def test_mixing_two_styles_with_weights(tmp_path, pair, weights_dir):
+    content, style_a, style_b = pair
+    outputs = {}
+    for weights in ("1,0", "0.5,0.5"):
+        out = tmp_path / f"mix{weights}.png"
+        run = brushwork("stylize", content, style_a, style_b, "--style-weights", weights, "-o", out,
+                        "--content-size", 96, "--weights-dir", weights_dir)
+        assert run.returncode == 0, run.stderr
+        outputs[weights] = Image.open(out).tobytes()
+    run = brushwork("stylize", content, style_a, "-o", tmp_path / "a.png", "--content-size", 96,
+                    "--weights-dir", weights_dir)
+    assert run.returncode == 0
+    assert Image.open(tmp_path / "a.png").tobytes() == outputs["1,0"] != outputs["0.5,0.5"]
+
+
+def test_folders_with_progress_and_a_bad_file(tmp_path, pair, weights_dir):
+    content, style_a, style_b = pair
+    contents, styles, out = tmp_path / "contents", tmp_path / "styles", tmp_path / "out"
+    contents.mkdir(), styles.mkdir()
+    Image.open(content).resize((64, 64)).save(contents / "one.png")
+    Image.open(content).resize((48, 80)).save(contents / "two.jpg")
+    (contents / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    Image.open(style_a).save(styles / "a.png")
+    Image.open(style_b).save(styles / "b.png")
+
+    run = brushwork("stylize", contents, styles, "-o", out, "--format", "jpg", "--weights-dir", weights_dir)
+    assert run.returncode == 2
+    assert "broken.jpg" in run.stderr and "Traceback" not in run.stderr
+    assert "stylising" in run.stderr and "6/6" in run.stderr  # the progress bar
+    assert sorted(p.name for p in out.iterdir()) == ["one__a.jpg", "one__b.jpg", "two__a.jpg", "two__b.jpg"]
+    assert Image.open(out / "two__b.jpg").size == (48, 80)
+
+    (contents / "broken.jpg").unlink()
+    before = (out / "one__a.jpg").stat().st_mtime_ns
+    run = brushwork("stylize", contents, styles, "-o", out, "--format", "jpg", "--skip-existing",
+                    "--weights-dir", weights_dir)
+    assert run.returncode == 0 and "nothing to do" in run.stdout
+    assert (out / "one__a.jpg").stat().st_mtime_ns == before
+
+
+def test_sample_images_need_no_files(tmp_path, weights_dir):
+    run = brushwork("stylize", "sample:chelsea", "sample:ihc", "-o", tmp_path / "cat.webp",
+                    "--content-size", 64, "--weights-dir", weights_dir)
+    assert run.returncode == 0, run.stderr
+    assert Image.open(tmp_path / "cat.webp").size == (96, 64)
+
+
+@pytest.mark.parametrize("make_args, code, text", [
+    (lambda p, c, s: ["stylize", p / "nope.jpg", s, "-o", p / "o.png"], 2, "nope.jpg: no such file"),
+    (lambda p, c, s: ["stylize", c, p / "t.txt", "-o", p / "o.png"], 2, "t.txt: not an image"),
+    (lambda p, c, s: ["stylize", c, s, "-o", p / "o.gif2"], 2, "known extension"),
+    (lambda p, c, s: ["stylize", c, s, "-o", p / "o.png", "--alpha", "1.5"], 2, "1.5"),
+    (lambda p, c, s: ["stylize", c, s, s, "-o", p / "o.png", "--style-weights", "1,x"], 2, "must be numbers"),
+    (lambda p, c, s: ["stylize", c, s, "-o", p / "o.png", "--style-weights", "1,2,3"], 2, "3 style weights"),
+    (lambda p, c, s: ["stylize", c, s, "-o", p / "o.png", "--model", "nope"], 2, "nope"),
+    (lambda p, c, s: ["stylize", p / "empty", s, "-o", p / "out"], 2, "no content images"),
+])
+def test_bad_input_gives_a_clear_error(tmp_path, pair, weights_dir, make_args, code, text):
+    content, style, _ = pair
+    (tmp_path / "t.txt").write_text("text")
+    (tmp_path / "empty").mkdir()
+    run = brushwork(*make_args(tmp_path, content, style), "--weights-dir", weights_dir)
+    assert_one_line_error(run, code, text)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_missing_weights_say_how_to_provide_them(tmp_path, pair):
+    content, style, _ = pair
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    # A proxy that refuses connections makes the download fail the same way with or without a network.
+    unreachable = {**os.environ, "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    run = brushwork("stylize", content, style, "-o", tmp_path / "o.png", "--model", "microast-cv-faces",
+                    "--weights-dir", empty, env=unreachable)
+    assert_one_line_error(run, 1, "dec-tuned-tv-finetuning-ffhq-laion-l2")
+    assert "github.com/gzarbameli/MicroAST-CV" in run.stderr and "--weights-dir" in run.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_weights_commands(weights_dir, tmp_path):
+    run = brushwork("weights", "list", "--weights-dir", weights_dir)
+    assert run.returncode == 0
+    lines = {line.split()[0]: line for line in run.stdout.splitlines()[1:]}
+    assert "local" in lines["microast"] and "(default)" in lines["microast"]
+    assert "missing" in lines["vgg19"]
+
+    run = brushwork("weights", "verify", "microast", "vgg16-hed", "--weights-dir", weights_dir)
+    assert run.returncode == 0 and run.stdout.count(": ok ") == 5
+
+    bad = tmp_path / "microast-official"
+    bad.mkdir()
+    (bad / "decoder_iter_160000.pth.tar").write_bytes(b"wrong")
+    run = brushwork("weights", "verify", "microast", "--weights-dir", tmp_path)
+    assert run.returncode == 1 and "MISMATCH" in run.stdout
+
+    run = brushwork("weights", "fetch", "microast-cv-portraits", "--weights-dir", weights_dir)
+    assert run.returncode == 0 and "microast-cv-portraits: ok" in run.stdout
+
+
+def test_help_and_version():
+    run = brushwork("--help")
+    assert run.returncode == 0 and "stylize" in run.stdout and "weights" in run.stdout
+    run = brushwork("stylize", "--help")
+    assert run.returncode == 0 and "sample:astronaut" in run.stdout
+    assert brushwork("--version").stdout.strip().startswith("brushwork, version")
