@@ -168,18 +168,18 @@ def weights():
 @click.option("-v", "--verbose", is_flag=True, help="Also show source, citation and notes.")
 def weights_list(weights_dir, verbose):
     """Every registered entry and where its files are (local folder, cache, or missing)."""
+    header = ("NAME", "KIND", "WHERE", "LICENCE")
     rows = []
     for name, entry in registry.REGISTRY.items():
-        statuses = registry.status(entry, list(weights_dir))
-        places = {s.found.place if s.found else "missing" for s in statuses}
-        where = places.pop() if len(places) == 1 else "partial"
+        places = {s.found.place if s.found else "missing" for s in registry.status(entry, list(weights_dir))}
         label = name + (" (default)" if name == registry.DEFAULT_MODEL else "")
-        rows.append((label, entry.kind, where, entry.licence.split(";")[0]))
-    widths = [max(len(row[i]) for row in rows + [("NAME", "KIND", "WHERE", "LICENCE")]) for i in range(4)]
-    for row in [("NAME", "KIND", "WHERE", "LICENCE"), *rows]:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-        if verbose and row[0] != "NAME":
-            entry = registry.get(row[0].split()[0])
+        rows.append((entry, (label, entry.kind, places.pop() if len(places) == 1 else "partial",
+                             entry.licence.split(";")[0])))
+    widths = [max(len(cells[i]) for cells in [header] + [cells for _, cells in rows]) for i in range(4)]
+    click.echo("  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip())
+    for entry, cells in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
+        if verbose:
             for line in (entry.summary, f"source: {entry.source}", f"licence: {entry.licence}",
                          f"cite: {entry.citation}", entry.notes):
                 if line:

@@ -139,28 +139,27 @@ class StyleSignals:
 
 # Decoder heads: everything after the two modulated residual blocks. The variant is told by the state dict.
 
-def bilinear_head() -> nn.Sequential:
-    """The official head: bilinear x2, depthwise-separable conv, twice, then a 9x9 convolution to RGB."""
-    return nn.Sequential(
-        nn.Upsample(scale_factor=2, mode="bilinear"),
+def _upsampling_stages(mode: str) -> list[nn.Module]:
+    """Twice: interpolate x2, then a depthwise-separable convolution (64 -> 32 -> 16 channels)."""
+    return [
+        nn.Upsample(scale_factor=2, mode=mode),
         ReflectConv(64, 32, 3, groups=32), nn.ReLU(),
         ReflectConv(32, 32, 1), nn.ReLU(),
-        nn.Upsample(scale_factor=2, mode="bilinear"),
+        nn.Upsample(scale_factor=2, mode=mode),
         ReflectConv(32, 16, 3, groups=16), nn.ReLU(),
         ReflectConv(16, 16, 1), nn.ReLU(),
-        ReflectConv(16, 3, 9),
-    )
+    ]
+
+
+def bilinear_head() -> nn.Sequential:
+    """The official head: bilinear upsampling stages, then a 9x9 convolution to RGB."""
+    return nn.Sequential(*_upsampling_stages("bilinear"), ReflectConv(16, 3, 9))
 
 
 def tuned_head() -> nn.Sequential:
-    """MicroAST-CV's head: bicubic x2 twice, a 7x7 depthwise-separable conv, and a large 15x15 final conv."""
+    """MicroAST-CV's head: bicubic upsampling stages, a 7x7 depthwise-separable conv, a large 15x15 final conv."""
     return nn.Sequential(
-        nn.Upsample(scale_factor=2, mode="bicubic"),
-        ReflectConv(64, 32, 3, groups=32), nn.ReLU(),
-        ReflectConv(32, 32, 1), nn.ReLU(),
-        nn.Upsample(scale_factor=2, mode="bicubic"),
-        ReflectConv(32, 16, 3, groups=16), nn.ReLU(),
-        ReflectConv(16, 16, 1), nn.ReLU(),
+        *_upsampling_stages("bicubic"),
         ReflectConv(16, 16, 7, groups=16), nn.ReLU(),
         ReflectConv(16, 3, 1), nn.ReLU(),
         ReflectConv(3, 3, 15),
