@@ -141,3 +141,14 @@ def test_help_and_version():
     run = brushwork("stylize", "--help")
     assert run.returncode == 0 and "sample:astronaut" in run.stdout
     assert brushwork("--version").stdout.strip().startswith("brushwork, version")
+
+
+def test_style_weights_are_checked_before_a_folder_run(tmp_path, pair, weights_dir):
+    content, style, _ = pair
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    Image.open(style).save(styles / "s.png")
+    run = brushwork("stylize", content, styles, "-o", tmp_path / "out", "--style-weights", "1,1",
+                    "--weights-dir", weights_dir)
+    assert_one_line_error(run, 2, "2 style weights for 1 style")
+    assert not (tmp_path / "out").exists()

@@ -50,6 +50,7 @@ def test_lookup_order_weights_dir_then_env_then_cache(tmp_path, weights_dir, mon
     assert weights.resolve("microast")["decoder"].parent == second / "microast-official"
     assert weights.resolve("microast", first)["decoder"].parent == first / "microast-official"
     assert weights.search_dirs([first]) == [first, second]
+    assert weights.search_dirs([second, first, second]) == [second, first]
 
 
 def test_a_corrupt_local_file_is_reported(tmp_path, weights_dir):

@@ -87,10 +87,7 @@ class Stylizer:
     def __call__(self, content: ImageLike, style: StyleInput) -> Image.Image:
         """Paint ``content`` with one style image or a weighted mix of several."""
         styles = _as_list(style)
-        try:
-            weights = normalize_weights(self.style_weights, len(styles))
-        except ValueError as error:
-            raise BrushworkError(str(error)) from None
+        weights = style_weights_for(self.style_weights, len(styles))
         content_tensor = self._tensor(content, self.content_size)
         with torch.inference_mode():
             encoded = [self._encode_style(s) for s in styles]
@@ -130,6 +127,14 @@ def stylize(content: ImageLike, style: StyleInput, *, model: str | nn.Module | N
                         style_size=style_size, resize_by=resize_by, preserve_color=preserve_color,
                         device=device, weights_dir=weights_dir)
     return stylizer(content, style)
+
+
+def style_weights_for(weights: Sequence[float] | None, count: int) -> list[float]:
+    """Weights for mixing ``count`` styles, normalised to sum to 1; equal when none are given."""
+    try:
+        return normalize_weights(weights, count)
+    except ValueError as error:
+        raise BrushworkError(str(error)) from None
 
 
 def _as_list(style: StyleInput) -> list[ImageLike]:

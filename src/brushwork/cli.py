@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import __version__
 from . import weights as registry
-from .api import Stylizer
+from .api import Stylizer, style_weights_for
 from .errors import BrushworkError
 from .images import SAVE_FORMATS, list_images, save_image
 from .samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample
@@ -71,12 +71,14 @@ def stylize(content, style, output, model, alpha, style_weights, content_size, s
     paints every content with every style into the folder given by -o.
     """
     jobs, batch = _plan(content, list(style), output, image_format)
+    weights = _parse_weights(style_weights)
+    style_weights_for(weights, len(jobs[0].styles))  # refuse bad weights before any work
     if skip_existing:
         jobs = [job for job in jobs if not job.output.exists()]
         if not jobs:
             click.echo("nothing to do: every output exists")
             return
-    stylizer = Stylizer(model, alpha=alpha, style_weights=_parse_weights(style_weights),
+    stylizer = Stylizer(model, alpha=alpha, style_weights=weights,
                         content_size=content_size, style_size=style_size, resize_by=resize_by,
                         preserve_color=preserve_color, device=device, weights_dir=list(weights_dir))
     if not batch:
@@ -104,7 +106,7 @@ def _plan(content: str, styles: list[str], output: Path, image_format: str) -> t
         style_sets = [[s] for item in styles for s in _expand(item, "style")]
     else:
         style_sets = [styles]
-    batch = len(contents) > 1 or len(style_sets) > 1 or Path(content).is_dir() or output.is_dir()
+    batch = (not is_sample(content) and Path(content).is_dir()) or bool(style_folders) or output.is_dir()
     if not batch:
         if output.suffix.lower() not in SAVE_FORMATS:
             raise BrushworkError(f"{output}: give the output a known extension ({', '.join(sorted(SAVE_FORMATS))})")

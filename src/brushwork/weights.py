@@ -237,7 +237,7 @@ def search_dirs(weights_dir: PathLike | Sequence[PathLike] | None = None) -> lis
     else:
         given = list(weights_dir)
     from_env = [p for p in os.environ.get("BRUSHWORK_WEIGHTS", "").split(os.pathsep) if p]
-    return [Path(p).expanduser() for p in [*given, *from_env]]
+    return list(dict.fromkeys(Path(p).expanduser() for p in [*given, *from_env]))  # in order, no repeats
 
 
 def cache_dir() -> Path:
