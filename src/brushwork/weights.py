@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
+import torch
 from tqdm import tqdm
 
 from .errors import WeightsError
@@ -311,6 +312,14 @@ def status(name: str | Weights, weights_dir: PathLike | Sequence[PathLike] | Non
         ok = _matches(found.path, weight_file.sha256) if (found and check) else (True if found else None)
         result.append(FileStatus(weights, weight_file, found, ok))
     return result
+
+
+def read_state_dict(path: Path) -> dict:
+    """A state dict from a PyTorch file, loaded without running any code in it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable file: say which one
+        raise WeightsError(f"{path}: cannot read weights ({error})") from None
 
 
 # ---------------------------------------------------------------------------------------------- checks

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsError
+from ..weights import read_state_dict
 from ..functional import adaptive_instance_norm, blend, mean_std, normalize_weights
 
 #: The encoders halve the size twice, so the decoder works on sizes that are multiples of 4.
@@ -265,14 +266,6 @@ def pad_to(image: torch.Tensor, multiple: int) -> torch.Tensor:
         return image
     mode = "reflect" if pad_bottom < height and pad_right < width else "replicate"
     return F.pad(image, [0, pad_right, 0, pad_bottom], mode=mode)
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a PyTorch file, loaded without running any code in it."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unreadable file: say which one
-        raise WeightsError(f"{path}: cannot read weights ({error})") from None
 
 
 def load(paths: Mapping[str, Path]) -> MicroAST:
