@@ -6,6 +6,7 @@ cannot fix failed (missing weights, out of memory), 130 when interrupted.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from tqdm import tqdm
 from . import __version__
 from . import weights as registry
 from .api import Stylizer, style_weights_for
+from .benchmark import DEFAULT_SIZES, describe_machine, markdown_table, run_benchmark
 from .errors import BrushworkError
+from .evaluation import evaluate, summarize, summary_table, write_report
 from .images import SAVE_FORMATS, list_images, save_image
 from .samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample
 
@@ -158,6 +161,75 @@ def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int)
                + (f"; {failures} failed" if failures else ""))
     if failures:
         raise SystemExit(2)
+
+
+@cli.command("eval")
+@click.argument("content_dir", type=click.Path(path_type=Path))
+@click.argument("style_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for metrics.csv, summary.md/json, the plot and the contact sheet.")
+@click.option("--model", "models", multiple=True, type=click.Choice(_MODELS),
+              help=f"Model to evaluate; repeatable [default: {registry.DEFAULT_MODEL}].")
+@click.option("--loss-net", type=click.Choice(["vgg16-hed", "vgg16", "vgg19"]), default="vgg16-hed",
+              show_default=True, help="Loss network of the feature metrics.")
+@click.option("--content-size", type=click.IntRange(min=16), default=512, show_default=True,
+              help="Shorter side of the content images.")
+@click.option("--style-size", type=click.IntRange(min=16), default=512, show_default=True,
+              help="Shorter side of the style images.")
+@click.option("--max-contents", type=click.IntRange(min=1), default=None, help="Use the first N contents.")
+@click.option("--max-styles", type=click.IntRange(min=1), default=None, help="Use the first N styles.")
+@click.option("--save-images", is_flag=True, help="Also write every output under OUTPUT/images/<model>/.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_weights_dir_option
+def eval_command(content_dir, style_dir, output, models, loss_net, content_size, style_size, max_contents,
+                 max_styles, save_images, device, weights_dir):
+    """Stylise every CONTENT_DIR x STYLE_DIR pair with each model and measure the results.
+
+    Metrics: SSIM (grayscale) and content loss (relu4_1) and perceptual distance to the content; style loss
+    (mean/std, relu1_1..relu4_1), Gram loss and colour distance to the style; seconds per image.
+    """
+    evaluation = evaluate(content_dir, style_dir, list(models) or [registry.DEFAULT_MODEL], loss_net=loss_net,
+                          content_size=content_size, style_size=style_size, max_contents=max_contents,
+                          max_styles=max_styles, save_dir=output / "images" if save_images else None,
+                          device=device, weights_dir=list(weights_dir))
+    paths = write_report(evaluation, output)
+    click.echo(summary_table(summarize(evaluation.records)))
+    click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+@cli.command()
+@click.option("--model", "models", multiple=True, type=click.Choice(_MODELS),
+              help=f"Model to measure; repeatable [default: {registry.DEFAULT_MODEL}].")
+@click.option("--sizes", default=",".join(DEFAULT_SIZES), show_default=True,
+              help="Content sizes, comma-separated: N (square) or WIDTHxHEIGHT.")
+@click.option("--device", "devices", multiple=True,
+              help="cpu, cuda or cuda:N; repeatable [default: cpu, and cuda when there is a GPU].")
+@click.option("--runs", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs per case.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed runs first.")
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Fresh processes per case, variants in alternating order; timings pooled.")
+@click.option("--no-baseline", is_flag=True, help="Skip the reference-pattern baseline.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write all results.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the table.")
+@_weights_dir_option
+def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, markdown_path, weights_dir):
+    """Latency (median, min-max of ROUNDS x RUNS after WARMUP) and peak memory per model, size and device.
+
+    Each case runs in a fresh process. The baseline is the reference implementation's plain pattern (eager
+    fp32, whole image), measured in the same run, so every figure is also a ratio.
+    """
+    results = run_benchmark(list(models) or [registry.DEFAULT_MODEL], [s for s in sizes.split(",") if s],
+                            list(devices) or None, runs=runs, warmup=warmup, rounds=rounds,
+                            baseline=not no_baseline,
+                            weights_dir=list(weights_dir))
+    table = markdown_table(results)
+    machine = describe_machine()
+    if json_path:
+        json_path.write_text(json.dumps({"machine": machine, "results": results}, indent=1))
+    if markdown_path:
+        markdown_path.write_text(f"{machine}\n\n{table}\n")
+    click.echo(f"{machine}\n{table}")
 
 
 @cli.group()

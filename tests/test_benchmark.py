@@ -1,0 +1,47 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from brushwork import benchmark
+from brushwork.errors import BrushworkError
+
+
+def test_parse_size():
+    assert benchmark.parse_size("512") == (512, 512)
+    assert benchmark.parse_size("3840x2160") == (3840, 2160)
+    for bad in ("", "big", "4x4", "1x2x3"):
+        with pytest.raises(BrushworkError, match="WIDTHxHEIGHT"):
+            benchmark.parse_size(bad)
+
+
+def test_each_case_next_to_its_baseline(weights_dir):
+    results = benchmark.run_benchmark(["microast"], ["64", "96x80"], ["cpu"], runs=2, warmup=0, rounds=2,
+                                      weights_dir=weights_dir, progress=False)
+    assert [(r["variant"], r["width"], r["height"]) for r in results] == [
+        ("brushwork", 64, 64), ("baseline", 64, 64), ("brushwork", 96, 80), ("baseline", 96, 80)]
+    for result in results:
+        assert len(result["times_s"]) == 4 and result["rounds"] == 2 and result["min_s"] <= result["median_s"] <= result["max_s"]
+        assert result["peak_rss_mb"] >= result["idle_rss_mb"] > 50
+        assert result["peak_gpu_mb"] is None
+    table = benchmark.markdown_table(results)
+    assert table.count("| microast | cpu |") == 2 and "96x80" in table
+
+
+def test_markdown_table_ratio():
+    base = dict(model="m", device="cpu", width=8, height=8, min_s=1, max_s=1, peak_rss_mb=100, peak_gpu_mb=None)
+    results = [dict(base, variant="brushwork", median_s=0.5), dict(base, variant="baseline", median_s=1.0)]
+    assert "| 2.00x |" in benchmark.markdown_table(results)
+
+
+def test_bench_command(tmp_path, weights_dir):
+    run = subprocess.run([sys.executable, "-m", "brushwork", "bench", "--sizes", "48", "--runs", "1", "--rounds", "1",
+                          "--json", tmp_path / "b.json", "--weights-dir", weights_dir],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert "cores" in data["machine"] and len(data["results"]) == 2
+    run = subprocess.run([sys.executable, "-m", "brushwork", "bench", "--sizes", "huge"], capture_output=True,
+                         text=True)
+    assert run.returncode == 2 and "WIDTHxHEIGHT" in run.stderr and "Traceback" not in run.stderr

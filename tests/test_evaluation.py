@@ -1,0 +1,74 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from brushwork import evaluation
+from brushwork.errors import BrushworkError
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, reference):
+    folder, cases = reference
+    root = tmp_path_factory.mktemp("eval")
+    (root / "content").mkdir()
+    (root / "style").mkdir()
+    for case in cases[::3]:
+        Image.open(folder / case["content"]).resize((80, 64)).save(root / "content" / case["content"])
+    for name in ("style_la_muse.png", "style_mondrian.png"):
+        Image.open(folder / name).resize((64, 64)).save(root / "style" / name)
+    return root
+
+
+def test_evaluate_and_report(folders, weights_dir, tmp_path):
+    models = ["microast", "microast-cv-coco-wikiart"]
+    result = evaluation.evaluate(folders / "content", folders / "style", models, content_size=64, style_size=64,
+                                 max_styles=2, sample_pairs=3, save_dir=tmp_path / "images", device="cpu",
+                                 weights_dir=weights_dir, progress=False)
+    assert len(result.records) == 3 * 2 * 2
+    for record in result.records:
+        assert record["loss_net"] == "vgg16-hed" and (record["width"], record["height"]) == (80, 64)
+        assert 0 < record["ssim"] < 1 and record["style_loss"] > 0 and record["content_loss"] > 0
+        assert 0 < record["perceptual_distance"] < 4 and 0 < record["color_distance"] < 1
+    assert len(result.samples) == 3 and all(set(models) < set(s) for s in result.samples.values())
+    assert len(list((tmp_path / "images" / "microast").glob("*.jpg"))) == 6
+
+    paths = evaluation.write_report(result, tmp_path / "report")
+    with open(paths["metrics.csv"]) as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 12 and {row["model"] for row in rows} == set(models)
+    summary = json.loads(paths["summary.json"].read_text())["summary"]
+    assert [entry["model"] for entry in summary] == models and summary[0]["pairs"] == 6
+    table = paths["summary.md"].read_text()
+    assert "vgg16-hed" in table and table.count("±") == 2 * len(evaluation.METRICS)
+    with Image.open(paths["ssim_vs_style_loss.png"]) as plot:
+        assert plot.width > 500
+    with Image.open(paths["contact_sheet.png"]) as sheet:
+        assert sheet.height > 3 * 160 and sheet.width > 4 * 160
+
+
+def test_summary_known_values():
+    records = [{"model": "m", "loss_net": "x", **{k: v for k in evaluation.METRICS}} for v in (1.0, 3.0)]
+    (entry,) = evaluation.summarize(records)
+    assert entry["pairs"] == 2 and entry["ssim_mean"] == 2.0 and entry["ssim_std"] == pytest.approx(2 ** 0.5)
+    assert "| m | 2 | 2 ± 1.41 |" in evaluation.summary_table([entry])
+
+
+def test_bad_folders(tmp_path, weights_dir):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BrushworkError, match="no content images"):
+        evaluation.evaluate(tmp_path / "empty", tmp_path, ["microast"], weights_dir=weights_dir)
+    with pytest.raises(BrushworkError, match="not a folder"):
+        evaluation.evaluate(tmp_path / "missing", tmp_path, ["microast"], weights_dir=weights_dir)
+
+
+def test_eval_command(folders, weights_dir, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "brushwork", "eval", folders / "content", folders / "style",
+                          "-o", tmp_path / "out", "--max-contents", "1", "--max-styles", "1", "--content-size", "32",
+                          "--style-size", "32", "--weights-dir", weights_dir], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "| microast | 1 |" in run.stdout and "evaluating" in run.stderr
+    assert (tmp_path / "out" / "contact_sheet.png").is_file()
