@@ -42,7 +42,7 @@ def test_load_model_is_ready_and_shared(weights_dir):
 def test_load_model_refuses_what_is_not_a_model(weights_dir):
     with pytest.raises(BrushworkError, match="'vgg16-hed' is not a style-transfer model"):
         brushwork.load_model("vgg16-hed", weights_dir=weights_dir)
-    with pytest.raises(WeightsError, match="unknown weights"):
+    with pytest.raises(BrushworkError, match="unknown weights"):
         brushwork.load_model("picasso-9000")
 
 

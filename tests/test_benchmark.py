@@ -45,3 +45,11 @@ def test_bench_command(tmp_path, weights_dir):
     run = subprocess.run([sys.executable, "-m", "brushwork", "bench", "--sizes", "huge"], capture_output=True,
                          text=True)
     assert run.returncode == 2 and "WIDTHxHEIGHT" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_training_step_next_to_the_reference_step(weights_dir):
+    results = benchmark.run_training_benchmark(batch_size=2, crop=32, runs=1, warmup=0, rounds=1,
+                                               weights_dir=weights_dir, progress=False)
+    assert [r["variant"] for r in results] == ["brushwork", "baseline"]
+    assert all(r["median_s"] > 0 and r["batch_size"] == 2 and r["crop"] == 32 for r in results)
+    assert "| brushwork | cpu | 2 x 32 px |" in benchmark.training_table(results)

@@ -23,7 +23,7 @@ def test_mean_std_style_loss_known_value():
     assert losses.mean_std_loss(flat_a, flat_b) == pytest.approx(4.0)
     layers = {name: flat_a for name in losses.STYLE_LAYERS}
     targets = {name: flat_b for name in losses.STYLE_LAYERS}
-    assert losses.style_loss(layers, targets) == pytest.approx(4.0)  # averaged over the layers
+    assert losses.style_loss(layers, targets) == pytest.approx(16.0)  # summed over the four layers
     assert losses.style_loss(layers, layers) == 0
 
 

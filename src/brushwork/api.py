@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 from typing import Callable, Mapping, Sequence, Union
 
 import torch
@@ -40,12 +42,15 @@ def choose_device(device: str | torch.device = "auto") -> torch.device:
     return chosen
 
 
-def load_model(name: str | None = None, *, device: str | torch.device = "auto",
+def load_model(name: str | os.PathLike | None = None, *, device: str | torch.device = "auto",
                weights_dir=None) -> nn.Module:
-    """A ready (eval-mode, frozen) model from the weights registry; the default model when ``name`` is None.
+    """A ready (eval-mode, frozen) model: a registry name (the default model when ``name`` is None) or a folder
+    of MicroAST weights, such as the ``weights`` folder a training run writes.
 
     Models are loaded once per name, device and weights folders, and then shared.
     """
+    if name is not None and Path(name).is_dir():
+        return _load_folder(Path(name).resolve(), choose_device(device))
     entry = registry.get(name)
     if entry.kind != "model" or entry.architecture not in LOADERS:
         models = ", ".join(n for n, w in registry.REGISTRY.items() if w.kind == "model")
@@ -57,6 +62,11 @@ def load_model(name: str | None = None, *, device: str | torch.device = "auto",
 def _load(name: str, device: torch.device, dirs: tuple) -> nn.Module:
     entry = registry.get(name)
     return LOADERS[entry.architecture](registry.resolve(entry, list(dirs))).to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_folder(folder: Path, device: torch.device) -> nn.Module:
+    return microast.load(microast.find_parts(folder)).to(device)
 
 
 class Stylizer:

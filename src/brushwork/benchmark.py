@@ -89,7 +89,7 @@ def run_benchmark(models: list[str], sizes: list[str], devices: list[str] | None
     return results
 
 
-def _pool_rounds(case: Case, measured: list[dict]) -> dict:
+def _pool_rounds(case, measured: list[dict]) -> dict:
     times = [t for result in measured for t in result["times_s"]]
     gpu = [r["peak_gpu_mb"] for r in measured if r["peak_gpu_mb"] is not None]
     return {
@@ -146,6 +146,121 @@ def _measure(case: Case, weights_dir: list[str]) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+@dataclass(frozen=True)
+class TrainingCase:
+    variant: str
+    device: str
+    batch_size: int
+    crop: int
+    loss_net: str
+    runs: int
+    warmup: int
+
+
+def run_training_benchmark(*, batch_size: int = 8, crop: int = 256, device: str = "cpu", loss_net: str = "vgg16-hed",
+                           runs: int = 3, warmup: int = 1, rounds: int = 2, weights_dir=None,
+                           progress: bool = True) -> list[dict]:
+    """Seconds per MicroAST training step (forward, losses, backward, Adam) on a synthetic batch: brushwork's
+    step against the reference implementation's, each in fresh processes, alternating over ``rounds``."""
+    choose_device(device)
+    if batch_size < 2 or crop < 16:
+        raise BrushworkError("a training benchmark needs batch size >= 2 and crop >= 16")
+    dirs = [str(d) for d in registry.search_dirs(weights_dir)]
+    cases = [TrainingCase(variant, device, batch_size, crop, loss_net, runs, warmup) for variant in VARIANTS]
+    measured: dict[TrainingCase, list[dict]] = {case: [] for case in cases}
+    context = multiprocessing.get_context("spawn")
+    with tqdm(total=len(cases) * rounds, desc="training benchmark", unit="process", disable=not progress,
+              file=sys.stderr) as bar:
+        for round_index in range(rounds):
+            for case in cases if round_index % 2 == 0 else cases[::-1]:
+                with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+                    measured[case].append(pool.submit(_measure_training, case, dirs).result())
+                bar.update()
+    return [_pool_rounds(case, results) for case, results in measured.items()]
+
+
+def _measure_training(case: TrainingCase, weights_dir: list[str]) -> dict:
+    import dataclasses
+
+    from .train_config import TrainConfig
+    from .training import MicroASTTraining
+    from .vgg import load_loss_network
+
+    device = choose_device(case.device)
+    torch.manual_seed(0)
+    config = TrainConfig(content_dir="-", style_dir="-", batch_size=case.batch_size, crop=case.crop)
+    network = load_loss_network(case.loss_net, MicroASTTraining.loss_layers(config), device=device,
+                                weights_dir=weights_dir)
+    module = MicroASTTraining(dataclasses.asdict(config), network).to(device)
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(0)
+    content = torch.rand(case.batch_size, 3, case.crop, case.crop, generator=generator).to(device)
+    style = torch.rand(case.batch_size, 3, case.crop, case.crop, generator=generator).to(device)
+
+    def step() -> float:
+        start = time.perf_counter()
+        if case.variant == "baseline":
+            total = _reference_training_loss(module.model, network, content, style)
+        else:
+            _, terms = module.compute_losses(content, style)
+            total = sum(module.loss_weights()[name] * term for name, term in terms.items())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    idle_rss = _current_rss_mb()
+    for _ in range(case.warmup):
+        step()
+    times = [step() for _ in range(case.runs)]
+    return {"times_s": times, "peak_rss_mb": _peak_rss_mb(), "idle_rss_mb": idle_rss, "peak_gpu_mb": None,
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def _reference_training_loss(model, network, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """The loss of one step as the reference implementation computes it: content 1, style 3, and the contrastive
+    loss 3, with that loss assembled pair by pair in Python loops (including its quirk of comparing the shallow
+    statistics of negatives with other *outputs* rather than other styles)."""
+    from .losses import CONTENT_LAYER, STYLE_LAYERS, mean_std_loss
+
+    mse = torch.nn.functional.mse_loss
+    signals = model.encode_style(style)
+    output = model.decode(content, signals)
+    output_features, style_features = network(output), network(style)
+    content_loss = mse(output_features[CONTENT_LAYER], network(content)[CONTENT_LAYER])
+    style_loss = sum(mean_std_loss(output_features[layer], style_features[layer]) for layer in STYLE_LAYERS)
+    output_shallow, output_deep = model.style_encoder(output)
+    style_shallow, style_deep = model.style_encoder(style)
+    (ow1, ow2), (ob1, ob2) = model.modulator((output_shallow, output_deep))
+    (sw1, sw2), (sb1, sb2) = model.modulator((style_shallow, style_deep))
+    contrastive = 0.0
+    for i in range(style.shape[0]):
+        positive, negative = 0.0, 0.0
+        for j in range(style.shape[0]):
+            shallow_target = style_shallow[j] if j == i else output_shallow[j]
+            feature_term = (mean_std_loss(output_shallow[i][None], shallow_target[None])
+                            + mean_std_loss(output_deep[i][None], style_deep[j][None]))
+            filter_term = mse(ow1[i], sw1[j]) + mse(ow2[i], sw2[j]) + mse(ob1[i], sb1[j]) + mse(ob2[i], sb2[j])
+            if j == i:
+                positive = feature_term + filter_term
+            else:
+                negative = negative + feature_term + filter_term
+        contrastive = contrastive + positive / negative
+    return content_loss + 3.0 * style_loss + 3.0 * contrastive
+
+
+def training_table(results: list[dict]) -> str:
+    header = ("variant", "device", "batch x crop", "steps/s", "s/step median (min-max)", "peak RSS")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in results:
+        lines.append("| " + " | ".join([
+            result["variant"], result["device"], f"{result['batch_size']} x {result['crop']} px",
+            f"{1 / result['median_s']:.3f}", _timing(result), _memory(result)]) + " |")
+    return "\n".join(lines)
 
 
 def describe_machine() -> str:

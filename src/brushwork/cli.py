@@ -6,6 +6,7 @@ cannot fix failed (missing weights, out of memory), 130 when interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -19,11 +20,13 @@ from tqdm import tqdm
 from . import __version__
 from . import weights as registry
 from .api import Stylizer, style_weights_for
-from .benchmark import DEFAULT_SIZES, describe_machine, markdown_table, run_benchmark
+from .benchmark import (DEFAULT_SIZES, describe_machine, markdown_table, run_benchmark, run_training_benchmark,
+                        training_table)
 from .errors import BrushworkError
 from .evaluation import evaluate, summarize, summary_table, write_report
 from .images import SAVE_FORMATS, list_images, save_image
 from .samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample
+from .train_config import TrainConfig, load_config
 
 _MODELS = [name for name, entry in registry.REGISTRY.items() if entry.kind == "model"]
 _weights_dir_option = click.option(
@@ -45,8 +48,9 @@ _SAMPLES_HELP = "Sample photos: " + ", ".join(SAMPLE_PREFIX + name for name in S
 @click.argument("style", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output file (its extension sets the format), or a folder when a folder is given as input.")
-@click.option("--model", type=click.Choice(_MODELS), default=None,
-              help=f"Model from the weights registry [default: {registry.DEFAULT_MODEL}].")
+@click.option("--model", default=None,
+              help=f"A model of the registry ({', '.join(_MODELS)}) or a folder of trained weights "
+                   f"[default: {registry.DEFAULT_MODEL}].")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Content-style trade-off: 0 keeps the content, 1 is full style.")
 @click.option("--style-weights", multiple=True,
@@ -212,24 +216,80 @@ def eval_command(content_dir, style_dir, output, models, loss_net, content_size,
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write all results.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the table.")
+@click.option("--training", is_flag=True,
+              help="Measure MicroAST training steps (forward, losses, backward, Adam) instead of stylisation.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=8, show_default=True, help="With --training.")
+@click.option("--crop", type=click.IntRange(min=16), default=256, show_default=True, help="With --training.")
+@click.option("--loss-net", type=click.Choice(["vgg16-hed", "vgg16", "vgg19"]), default="vgg16-hed",
+              show_default=True, help="With --training.")
 @_weights_dir_option
-def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, markdown_path, weights_dir):
+def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, markdown_path, training,
+          batch_size, crop, loss_net, weights_dir):
     """Latency (median, min-max of ROUNDS x RUNS after WARMUP) and peak memory per model, size and device.
 
     Each case runs in a fresh process. The baseline is the reference implementation's plain pattern (eager
-    fp32, whole image), measured in the same run, so every figure is also a ratio.
+    fp32, whole image; for --training, its training step with the contrastive loss built in Python loops),
+    measured in the same run, so every figure is also a ratio.
     """
-    results = run_benchmark(list(models) or [registry.DEFAULT_MODEL], [s for s in sizes.split(",") if s],
-                            list(devices) or None, runs=runs, warmup=warmup, rounds=rounds,
-                            baseline=not no_baseline,
-                            weights_dir=list(weights_dir))
-    table = markdown_table(results)
+    if training:
+        results = run_training_benchmark(batch_size=batch_size, crop=crop, device=(devices or ("cpu",))[0],
+                                         loss_net=loss_net, runs=runs, warmup=warmup, rounds=rounds,
+                                         weights_dir=list(weights_dir))
+        table = training_table(results)
+    else:
+        results = run_benchmark(list(models) or [registry.DEFAULT_MODEL], [s for s in sizes.split(",") if s],
+                                list(devices) or None, runs=runs, warmup=warmup, rounds=rounds,
+                                baseline=not no_baseline, weights_dir=list(weights_dir))
+        table = markdown_table(results)
     machine = describe_machine()
     if json_path:
         json_path.write_text(json.dumps({"machine": machine, "results": results}, indent=1))
     if markdown_path:
         markdown_path.write_text(f"{machine}\n\n{table}\n")
     click.echo(f"{machine}\n{table}")
+
+
+def _train_options(command):
+    """One option per training setting, generated from TrainConfig (None: keep the config file's value)."""
+    types = {"str": str, "int": int, "float": float, "str | None": str, "int | None": int, "float | None": float}
+    for setting in reversed(dataclasses.fields(TrainConfig)):
+        if setting.name == "weights_dir":
+            continue
+        flag = "--" + setting.name.replace("_", "-")
+        default = setting.default
+        help_text = setting.metadata["help"] + ("" if default in (None, "") else f" [default: {default}]")
+        if setting.type == "bool":
+            option = click.option(f"{flag}/--no-{flag[2:]}", setting.name, default=None, help=help_text)
+        else:
+            option = click.option(flag, setting.name, type=types[setting.type], default=None, help=help_text)
+        command = option(command)
+    return command
+
+
+@cli.command("train")
+@click.argument("method", type=click.Choice(["microast"]))
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML file of settings (a [sweep] table runs every combination); options override it.")
+@click.option("--resume", is_flag=False, flag_value="last", default=None,
+              help="Continue from OUTPUT_DIR/checkpoints/last.ckpt, or from the checkpoint given.")
+@_train_options
+@_weights_dir_option
+def train_command(method, config, resume, weights_dir, **settings):
+    """Train METHOD on folders of content and style images (PyTorch Lightning).
+
+    Writes checkpoints, CSV and TensorBoard logs (and W&B with --wandb), sample grids, and at the end the
+    weights as OUTPUT_DIR/weights/<part>.pth, which 'stylize --model OUTPUT_DIR/weights' reads.
+    """
+    from .training import train
+
+    settings["weights_dir"] = [str(d) for d in weights_dir] or None
+    runs = load_config(config, settings)
+    if resume and len(runs) > 1:
+        raise BrushworkError("--resume continues one run, not a sweep")
+    for name, run in runs:
+        if name:
+            click.echo(f"sweep run {name}")
+        click.echo(f"wrote {train(run, resume)}")
 
 
 @cli.group()

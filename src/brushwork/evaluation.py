@@ -184,7 +184,7 @@ def _plot(records: list[dict], summary: list[dict], path: Path, loss_net: str) -
                       yerr=entry["ssim_std"] * error, fmt="o", color=colour, markersize=8, capsize=3,
                       markeredgecolor="black", label=f"{entry['model']} (mean ± s.e.)")
     axes.set_xscale("log")
-    axes.set_xlabel(f"style loss (mean/std, relu1_1..relu4_1, {loss_net}; lower is more stylised)")
+    axes.set_xlabel(f"style loss (mean/std, sum over relu1_1..relu4_1, {loss_net}; lower is more stylised)")
     axes.set_ylabel("SSIM to content (grayscale; higher keeps more)")
     axes.set_title("Content kept against style reached: one dot per pair")
     axes.grid(alpha=0.3)

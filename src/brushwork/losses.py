@@ -35,8 +35,8 @@ def mean_std_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def style_loss(output: Features, target: Features, layers: Sequence[str] = STYLE_LAYERS) -> torch.Tensor:
-    """:func:`mean_std_loss` averaged over the style layers."""
-    return torch.stack([mean_std_loss(output[layer], target[layer]) for layer in layers]).mean()
+    """:func:`mean_std_loss` summed over the style layers, as AdaIN and MicroAST train with it."""
+    return torch.stack([mean_std_loss(output[layer], target[layer]) for layer in layers]).sum()
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -47,12 +47,12 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
 
 def gram_loss(output: Features, target: Features, layers: Sequence[str] = STYLE_LAYERS) -> torch.Tensor:
-    """Squared difference of Gram matrices, averaged over the style layers (one target serves a batch)."""
+    """Squared difference of Gram matrices, summed over the style layers (one target serves a batch)."""
     per_layer = []
     for layer in layers:
         output_gram, target_gram = gram_matrix(output[layer]), gram_matrix(target[layer])
         per_layer.append(F.mse_loss(output_gram, target_gram.expand_as(output_gram)))
-    return torch.stack(per_layer).mean()
+    return torch.stack(per_layer).sum()
 
 
 def unit_normalize(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -65,3 +65,73 @@ def perceptual_distance(a: Features, b: Features, layers: Sequence[str] = PERCEP
     over channels, averaged over positions and then over layers. 0 for identical images, at most 4."""
     per_layer = [(unit_normalize(a[layer]) - unit_normalize(b[layer])).pow(2).sum(dim=1).mean() for layer in layers]
     return torch.stack(per_layer).mean()
+
+
+def l1_content_loss(output: Features, target: Features, layer: str = CONTENT_LAYER) -> torch.Tensor:
+    """Mean absolute difference of the features at one layer (less swayed by outliers than MSE)."""
+    return F.l1_loss(output[layer], target[layer])
+
+
+def cosine_distance(a: torch.Tensor, b: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Mean of 1 - cos(a, b) along ``dim``; 0 for parallel vectors, at most 2.
+
+    Computed in float32 with the norms' product floored at ``eps``, so zero vectors and half precision give a
+    finite value and finite gradients (half-precision norms under- and overflow, which gave the seed project NaNs).
+    """
+    a, b = a.float(), b.float()
+    dot = (a * b).sum(dim)
+    norms = (a.pow(2).sum(dim) * b.pow(2).sum(dim)).clamp_min(eps * eps).sqrt()
+    return (1 - dot / norms).mean()
+
+
+def cosine_content_loss(output: Features, target: Features, layer: str = CONTENT_LAYER) -> torch.Tensor:
+    """Cosine distance between the feature vectors at every position of one layer."""
+    return cosine_distance(output[layer], target[layer])
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels, down and across (a smoothness prior)."""
+    down = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+    across = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
+    return down + across
+
+
+def signal_distances(output: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
+    """NxN matrix: entry (i, j) is the distance between output i's and target j's style signals.
+
+    Each argument lists the signal components (for MicroAST: means, standard deviations, filter weights and
+    biases of both levels), each of shape NxC; a component's distance is its mean squared difference, and the
+    components add up, as in the reference implementation.
+    """
+    total = 0
+    for out, tgt in zip(output, target, strict=True):
+        out, tgt = out.flatten(1), tgt.flatten(1)
+        total = total + (out[:, None, :] - tgt[None, :, :]).pow(2).mean(dim=2)
+    return total
+
+
+def style_signal_contrastive_loss(output: Sequence[torch.Tensor], target: Sequence[torch.Tensor],
+                                  negatives: int | None = None) -> torch.Tensor:
+    """MicroAST's SSC loss: sum over i of d(o_i, s_i) / sum over negatives j of d(o_i, s_j).
+
+    Pulls each output's style signals towards those of its own style image and away from the other styles in the
+    batch. ``negatives`` (default: all N - 1 others) takes, for sample i, the styles i+1, ..., i+negatives
+    (cyclically). Computed for the whole batch at once.
+    """
+    distances = signal_distances(output, target)
+    n = distances.shape[0]
+    if n < 2:
+        raise ValueError("the style-signal contrastive loss needs a batch of at least 2")
+    negatives = n - 1 if negatives is None else negatives
+    if not 1 <= negatives <= n - 1:
+        raise ValueError(f"negatives must be between 1 and {n - 1} for a batch of {n}, not {negatives}")
+    rows = torch.arange(n, device=distances.device)
+    offsets = torch.arange(1, negatives + 1, device=distances.device)
+    negative = distances[rows[:, None], (rows[:, None] + offsets[None, :]) % n].sum(dim=1)
+    return (distances.diagonal() / negative).sum()
+
+
+#: Content losses by name, for configuration files.
+CONTENT_LOSSES = {"mse": content_loss, "l1": l1_content_loss, "cosine": cosine_content_loss}
+#: Style losses by name.
+STYLE_LOSSES = {"mean_std": style_loss, "gram": gram_loss}

@@ -24,7 +24,7 @@ from typing import Iterable, Sequence, Union
 import torch
 from tqdm import tqdm
 
-from .errors import WeightsError
+from .errors import BrushworkError, WeightsError
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def get(name: str | None = None) -> Weights:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise WeightsError(f"unknown weights {name!r}; known: {', '.join(REGISTRY)}") from None
+        raise BrushworkError(f"unknown weights {name!r}; known: {', '.join(REGISTRY)}") from None
 
 
 # ---------------------------------------------------------------------------------------------- lookup

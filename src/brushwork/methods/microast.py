@@ -126,6 +126,10 @@ class StyleSignals:
     filter_weights: tuple[torch.Tensor, torch.Tensor]
     filter_biases: tuple[torch.Tensor, torch.Tensor]
 
+    def components(self) -> list[torch.Tensor]:
+        """The eight NxCx1x1 tensors, for losses that treat the signals as vectors."""
+        return [tensor for field in fields(StyleSignals) for tensor in getattr(self, field.name)]
+
     @staticmethod
     def blend(signals: Sequence["StyleSignals"], weights: Sequence[float]) -> "StyleSignals":
         """The weighted sum of several images' signals (weights summing to 1 keep them in range)."""
@@ -266,6 +270,18 @@ def pad_to(image: torch.Tensor, multiple: int) -> torch.Tensor:
         return image
     mode = "reflect" if pad_bottom < height and pad_right < width else "replicate"
     return F.pad(image, [0, pad_right, 0, pad_bottom], mode=mode)
+
+
+def find_parts(folder: Path) -> dict[str, Path]:
+    """The four weight files in a folder, named ``<part>*.pth`` or ``<part>*.pth.tar`` (as training exports
+    them, and as the reference implementation names them)."""
+    paths = {}
+    for part in PARTS:
+        matches = sorted(folder.glob(f"{part}*.pth")) + sorted(folder.glob(f"{part}*.pth.tar"))
+        if not matches:
+            raise WeightsError(f"{folder}: no {part}*.pth file, so not a folder of MicroAST weights")
+        paths[part] = matches[0]
+    return paths
 
 
 def load(paths: Mapping[str, Path]) -> MicroAST:

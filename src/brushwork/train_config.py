@@ -1,0 +1,132 @@
+"""Training settings: one dataclass with the paper's defaults, read from TOML files and the command line.
+
+Kept apart from :mod:`brushwork.training` so that reading a configuration does not import Lightning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BrushworkError
+from .losses import CONTENT_LOSSES, STYLE_LOSSES
+from .methods.microast import DECODER_HEADS
+from .vgg import LOSS_NETWORKS
+
+
+def _setting(default, help: str, **kwargs):
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting. Defaults follow the MicroAST paper."""
+
+    content_dir: str = _setting("", "Folder of content images (searched recursively).")
+    style_dir: str = _setting("", "Folder of style images (searched recursively).")
+    output_dir: str = _setting("runs/microast", "Folder for checkpoints, logs, sample grids and the weights.")
+    decoder: str = _setting("bilinear", "Decoder head: bilinear (official), tuned (bicubic + 15x15 final "
+                                        "convolution) or transposed.")
+    init_from: str | None = _setting(None, "Start from a registry model, a .ckpt checkpoint or a folder of "
+                                           "exported weights (fine-tuning).")
+    loss_net: str = _setting("auto", "vgg19, vgg16, vgg16-hed, or auto: the first of those whose weights are "
+                                     "at hand.")
+    content_loss: str = _setting("mse", "Content loss on relu4_1: mse, l1 or cosine.")
+    style_loss: str = _setting("mean_std", "Style loss over relu1_1..relu4_1: mean_std or gram.")
+    content_weight: float = _setting(1.0, "Weight of the content loss.")
+    style_weight: float = _setting(3.0, "Weight of the style loss.")
+    ssc_weight: float = _setting(3.0, "Weight of the style-signal contrastive loss.")
+    tv_weight: float = _setting(0.0, "Weight of the total-variation loss.")
+    perceptual_weight: float = _setting(0.0, "Weight of the LPIPS-style perceptual distance to the content.")
+    ssc_negatives: int | None = _setting(None, "Negatives per sample in the contrastive loss [default: the rest "
+                                               "of the batch].")
+    lr: float = _setting(1e-4, "Learning rate of Adam.")
+    lr_decay: float = _setting(5e-5, "Learning rate at step t is lr / (1 + lr_decay * t).")
+    batch_size: int = _setting(8, "Pairs per step.")
+    resize: int = _setting(512, "Shorter side images are resized to before cropping.")
+    crop: int = _setting(256, "Side of the random square crops trained on.")
+    max_steps: int = _setting(160_000, "Steps to train for.")
+    workers: int = _setting(4, "Data-loading processes (0: load in the training process).")
+    precision: str = _setting("auto", "auto (bf16-mixed on a GPU that has it, 16-mixed on other GPUs, 32-true "
+                                      "on the CPU) or a Lightning precision.")
+    accelerator: str = _setting("auto", "auto, cpu or gpu.")
+    grad_clip: float | None = _setting(None, "Clip the gradient norm to this value.")
+    sample_every: int = _setting(500, "Save a grid of sample stylisations every N steps (0: only at the end).")
+    checkpoint_every: int = _setting(1000, "Save a checkpoint every N steps.")
+    log_every: int = _setting(10, "Log running means of the losses every N steps.")
+    seed: int = _setting(0, "Random seed.")
+    wandb: bool = _setting(False, "Also log to Weights & Biases.")
+    wandb_project: str = _setting("brushwork", "Weights & Biases project.")
+    wandb_offline: bool = _setting(False, "Log to Weights & Biases offline (sync later with 'wandb sync').")
+    weights_dir: list[str] = field(default_factory=list, metadata={"help": "Local weights folders."})
+
+    def validate(self) -> "TrainConfig":
+        checks = [
+            (bool(self.content_dir and self.style_dir), "give content_dir and style_dir"),
+            (self.decoder in DECODER_HEADS, f"decoder must be one of {', '.join(DECODER_HEADS)}"),
+            (self.loss_net == "auto" or self.loss_net in LOSS_NETWORKS,
+             f"loss_net must be auto or one of {', '.join(LOSS_NETWORKS)}"),
+            (self.content_loss in CONTENT_LOSSES, f"content_loss must be one of {', '.join(CONTENT_LOSSES)}"),
+            (self.style_loss in STYLE_LOSSES, f"style_loss must be one of {', '.join(STYLE_LOSSES)}"),
+            (self.batch_size >= 2 or self.ssc_weight == 0, "the contrastive loss needs batch_size >= 2"),
+            (self.crop >= 16 and self.resize >= 16, "crop and resize must be at least 16 pixels"),
+            (self.max_steps >= 1 and self.lr > 0, "max_steps and lr must be positive"),
+            (min(self.log_every, self.checkpoint_every) >= 1 and self.sample_every >= 0 and self.workers >= 0,
+             "log_every and checkpoint_every must be at least 1, sample_every and workers at least 0"),
+            (self.ssc_negatives is None or 1 <= self.ssc_negatives < self.batch_size,
+             "ssc_negatives must be between 1 and batch_size - 1"),
+            (min(self.content_weight, self.style_weight, self.ssc_weight, self.tv_weight,
+                 self.perceptual_weight) >= 0, "loss weights must not be negative"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BrushworkError(f"training config: {message}")
+        return self
+
+    @classmethod
+    def fields(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> list[tuple[str, TrainConfig]]:
+    """Configurations from a TOML file plus overrides: one, or one per combination of a ``[sweep]`` table.
+
+    A sweep lists values per setting (``style_weight = [3.0, 6.0]``); each run gets its own output folder,
+    named after its values, under ``output_dir``.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise BrushworkError(f"{path}: cannot read the training config ({error})") from None
+    sweep = values.pop("sweep", {})
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    unknown = (set(values) | set(sweep)) - TrainConfig.fields()
+    if unknown:
+        raise BrushworkError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    if not sweep:
+        return [("", _config(values))]
+    keys = sorted(sweep)
+    runs = []
+    for combination in itertools.product(*(_as_list(sweep[key]) for key in keys)):
+        name = ",".join(f"{key}={value}" for key, value in zip(keys, combination))
+        run = dict(values, **dict(zip(keys, combination)))
+        run["output_dir"] = str(Path(values.get("output_dir", TrainConfig.output_dir)) / name)
+        runs.append((name, _config(run)))
+    return runs
+
+
+def _config(values: dict[str, Any]) -> TrainConfig:
+    try:
+        return TrainConfig(**values).validate()
+    except TypeError as error:
+        raise BrushworkError(f"training config: {error}") from None
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]

@@ -1,0 +1,263 @@
+"""Training: losses, configuration, data, and tiny real runs on the CPU."""
+
+import csv
+import dataclasses
+import logging
+import math
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+import brushwork
+from brushwork import data, losses
+from brushwork.errors import BrushworkError
+from brushwork.methods import microast
+from brushwork.train_config import TrainConfig, load_config
+
+# ------------------------------------------------------------------------------------------ losses
+
+
+def ssc_by_loops(output, target, negatives):
+    """The paper's formula written out pair by pair (as the reference implementation loops)."""
+    def distance(i, j):
+        return sum(((o[i].flatten() - t[j].flatten()) ** 2).mean() for o, t in zip(output, target))
+    n = output[0].shape[0]
+    return sum(distance(i, i) / sum(distance(i, (i + k) % n) for k in range(1, negatives + 1)) for i in range(n))
+
+
+@pytest.mark.parametrize("negatives", [1, 2, 3])
+def test_contrastive_loss_matches_the_loops(negatives):
+    generator = torch.Generator().manual_seed(negatives)
+    output = [torch.randn(4, 8, 1, 1, generator=generator) for _ in range(8)]
+    target = [torch.randn(4, 8, 1, 1, generator=generator) for _ in range(8)]
+    expected = ssc_by_loops(output, target, negatives)
+    assert losses.style_signal_contrastive_loss(output, target, negatives) == pytest.approx(float(expected), rel=1e-5)
+    if negatives == 3:
+        assert losses.style_signal_contrastive_loss(output, target) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_contrastive_loss_rewards_matching_signals():
+    generator = torch.Generator().manual_seed(0)
+    target = [torch.randn(4, 16, generator=generator) for _ in range(3)]
+    noisy = [t + 0.1 * torch.randn(4, 16, generator=generator) for t in target]
+    shuffled = [t[[1, 2, 3, 0]] for t in target]
+    assert losses.style_signal_contrastive_loss(noisy, target) < 0.1
+    assert losses.style_signal_contrastive_loss(shuffled, target) > 1
+    with pytest.raises(ValueError):
+        losses.style_signal_contrastive_loss([t[:1] for t in target], [t[:1] for t in target])
+    with pytest.raises(ValueError):
+        losses.style_signal_contrastive_loss(target, target, negatives=4)
+
+
+def test_cosine_distance_never_gives_nan():
+    a = torch.randn(2, 5, 3, 3)
+    assert losses.cosine_distance(a, a) == pytest.approx(0, abs=1e-6)
+    assert losses.cosine_distance(a, -a) == pytest.approx(2, abs=1e-6)
+    zeros = torch.zeros(2, 5, 3, 3, requires_grad=True)
+    value = losses.cosine_distance(zeros, a)
+    value.backward()
+    assert math.isfinite(value.item()) and torch.isfinite(zeros.grad).all()
+    tiny = torch.full((1, 64, 2, 2), 1e-4, dtype=torch.float16, requires_grad=True)  # squares underflow in fp16
+    huge = torch.full((1, 64, 2, 2), 6e4, dtype=torch.float16)  # squares overflow in fp16
+    value = losses.cosine_distance(tiny, huge)
+    value.backward()
+    assert value.item() == pytest.approx(0, abs=1e-3) and torch.isfinite(tiny.grad).all()
+
+
+def test_total_variation_and_l1_known_values():
+    assert losses.total_variation(torch.ones(1, 3, 4, 4)) == 0
+    stripes = torch.zeros(1, 1, 2, 4)
+    stripes[..., 1::2] = 1  # vertical stripes: every horizontal neighbour differs by 1, vertical ones not at all
+    assert losses.total_variation(stripes) == 1
+    a, b = {"relu4_1": torch.zeros(1, 2, 2, 2)}, {"relu4_1": torch.full((1, 2, 2, 2), -3.0)}
+    assert losses.l1_content_loss(a, b) == 3
+
+
+# ------------------------------------------------------------------------------------------ configuration
+
+
+def test_config_file_overrides_and_sweeps(tmp_path):
+    path = tmp_path / "train.toml"
+    path.write_text('content_dir = "c"\nstyle_dir = "s"\noutput_dir = "runs/x"\nstyle_weight = 6.0\n'
+                    '[sweep]\nssc_weight = [3.0, 6.0]\ntv_weight = [0.0, 1e-5]\n')
+    runs = load_config(path, {"lr": 2e-4, "batch_size": None})
+    assert len(runs) == 4
+    name, config = runs[-1]
+    assert name == "ssc_weight=6.0,tv_weight=1e-05"
+    assert (config.style_weight, config.ssc_weight, config.tv_weight, config.lr, config.batch_size) == (
+        6.0, 6.0, 1e-5, 2e-4, 8)
+    assert config.output_dir == os.path.join("runs", "x", name)
+    (single,) = load_config(None, {"content_dir": "c", "style_dir": "s"})
+    assert single[1] == TrainConfig(content_dir="c", style_dir="s")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"colour": 1}, "unknown training setting"),
+    ({"decoder": "pixelshuffle"}, "decoder must be one of"),
+    ({"content_loss": "huber"}, "content_loss must be one of"),
+    ({"batch_size": 1}, "needs batch_size >= 2"),
+    ({"ssc_negatives": 8}, "ssc_negatives"),
+    ({"style_weight": -1.0}, "must not be negative"),
+    ({"content_dir": ""}, "give content_dir and style_dir"),
+])
+def test_config_errors(settings, message):
+    with pytest.raises(BrushworkError, match=message):
+        load_config(None, {"content_dir": "c", "style_dir": "s", **settings})
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, shared):
+    """A handful of real training images (nested folders, one hidden, one broken)."""
+    root = tmp_path_factory.mktemp("train")
+    content, style = root / "content" / "nested", root / "style"
+    content.mkdir(parents=True)
+    style.mkdir()
+    for index, path in enumerate(sorted((shared / "data" / "train" / "content").iterdir())[:4]):
+        Image.open(path).resize((72, 60)).save(content / f"{index}.jpg")
+    for index, path in enumerate(sorted((shared / "data" / "train" / "style").iterdir())[:4]):
+        Image.open(path).resize((60, 72)).save(style / f"{index}.png")
+    (content / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (root / "content" / ".hidden").mkdir()
+    Image.new("RGB", (64, 64)).save(root / "content" / ".hidden" / "x.png")
+    return root
+
+
+def test_find_images_is_recursive(folders, tmp_path):
+    names = [p.name for p in data.find_images(folders / "content")]
+    assert names == ["0.jpg", "1.jpg", "2.jpg", "3.jpg", "broken.jpg"]  # nested found, hidden folder skipped
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(BrushworkError, match="no images"):
+        data.find_images(tmp_path)
+
+
+def test_stream_skips_broken_files_and_never_ends(folders, caplog):
+    dataset = data.ContentStylePairs(folders / "content", folders / "style", resize_to=40, crop=32, seed=1)
+    with caplog.at_level(logging.WARNING):
+        pairs = [pair for pair, _ in zip(dataset, range(30))]
+    assert len(pairs) == 30
+    assert all(c.shape == s.shape == (3, 32, 32) for c, s in pairs)
+    assert sum("broken.jpg" in record.getMessage() for record in caplog.records) == 1  # warned once
+    again = [pair for pair, _ in zip(data.ContentStylePairs(folders / "content", folders / "style", resize_to=40,
+                                                            crop=32, seed=1), range(3))]
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(pairs, again))  # a fixed seed repeats
+
+
+def test_stream_of_only_broken_files_stops_with_an_error(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    stream = data.ImageStream(data.find_images(tmp_path), 32, 32, random.Random(0))
+    with pytest.raises(BrushworkError, match="every image file failed"):
+        next(iter(stream))
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def test_losses_fall_on_a_fixed_batch(weights_dir):
+    """The losses and their gradients are wired up: a few Adam steps on one batch lower the total."""
+    from brushwork.training import MicroASTTraining
+    from brushwork.vgg import load_loss_network
+
+    torch.manual_seed(0)
+    config = TrainConfig(content_dir="c", style_dir="s", batch_size=2, tv_weight=1e-3, perceptual_weight=1.0)
+    network = load_loss_network("vgg16-hed", MicroASTTraining.loss_layers(config), weights_dir=weights_dir)
+    module = MicroASTTraining(dataclasses.asdict(config), network)
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    content, style = torch.rand(2, 3, 32, 32, generator=generator), torch.rand(2, 3, 32, 32, generator=generator)
+    totals = []
+    for _ in range(10):
+        _, terms = module.compute_losses(content, style)
+        assert set(terms) == {"content", "style", "ssc", "tv", "perceptual"}
+        total = sum(module.loss_weights()[name] * term for name, term in terms.items())
+        assert torch.isfinite(total)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        totals.append(total.item())
+    assert sum(totals[-3:]) / 3 < 0.9 * totals[0], totals
+    assert sum(b < a for a, b in zip(totals, totals[1:])) >= 7, totals
+
+
+def tiny_config(folders, tmp_path, weights_dir, **settings):
+    values = dict(content_dir=str(folders / "content"), style_dir=str(folders / "style"),
+                  output_dir=str(tmp_path / "run"), batch_size=2, resize=40, crop=32, max_steps=6, workers=0,
+                  log_every=2, sample_every=3, checkpoint_every=3, loss_net="vgg16-hed", lr=1e-3, grad_clip=5.0,
+                  weights_dir=[str(weights_dir)])
+    values.update(settings)
+    return TrainConfig(**values)
+
+
+def test_train_checkpoint_resume_and_use(folders, tmp_path, weights_dir):
+    from brushwork.training import train
+
+    config = tiny_config(folders, tmp_path, weights_dir)
+    weights = train(config)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "last.ckpt", "step_0000003.ckpt", "step_0000006.ckpt"]
+    assert (run / "samples" / "step_0000003.png").is_file() and (run / "samples" / "step_0000006.png").is_file()
+    with open(run / "csv" / "version_0" / "metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("loss/total")]
+    assert len(rows) >= 2 and all(math.isfinite(float(row["loss/total"])) for row in rows)
+    assert {"loss/content", "loss/style", "loss/ssc", "lr"} <= set(rows[0])
+    assert list((run / "tensorboard" / "version_0").glob("events.out.tfevents.*"))
+
+    model = brushwork.load_model(weights, device="cpu")
+    image = brushwork.stylize(Image.new("RGB", (50, 40), (200, 30, 30)), Image.new("RGB", (40, 40), "blue"),
+                              model=model)
+    assert image.size == (50, 40)
+
+    resumed = dataclasses.replace(config, max_steps=9)
+    train(resumed, resume="last")
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 9
+    assert (run / "checkpoints" / "step_0000009.ckpt").is_file()
+    assert (run / "csv" / "version_0" / "metrics.csv").is_file() and (run / "csv" / "version_1").is_dir()
+    with pytest.raises(BrushworkError, match="no checkpoint to resume"):
+        train(resumed, resume=str(tmp_path / "missing.ckpt"))
+
+
+def test_fine_tuning_starts_from_a_registry_model(folders, tmp_path, weights_dir, caplog):
+    from brushwork.training import MicroASTTraining, initial_weights
+
+    official = brushwork.load_model("microast", weights_dir=weights_dir, device="cpu")
+    config = tiny_config(folders, tmp_path, weights_dir, decoder="tuned")
+    module = MicroASTTraining(dataclasses.asdict(config))
+    with caplog.at_level(logging.WARNING):
+        initial_weights(module, "microast", [weights_dir])
+    assert "head starts from scratch" in caplog.text
+    assert torch.equal(module.model.content_encoder.enc1[0].conv_layer.weight,
+                       official.content_encoder.enc1[0].conv_layer.weight)
+    assert torch.equal(module.model.decoder.dec1.conv1.conv_layer.weight, official.decoder.dec1.conv1.conv_layer.weight)
+
+    same = MicroASTTraining(dataclasses.asdict(tiny_config(folders, tmp_path, weights_dir)))
+    initial_weights(same, "microast", [weights_dir])
+    content = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(same.model(content, content), official(content, content))
+
+
+def test_wandb_offline_and_the_command_line(folders, tmp_path, weights_dir):
+    env = dict(os.environ, WANDB_SILENT="true", WANDB_DIR=str(tmp_path), BRUSHWORK_CACHE=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "brushwork", "train", "microast", "--content-dir", folders / "content",
+               "--style-dir", folders / "style", "--output-dir", tmp_path / "run", "--batch-size", "2",
+               "--resize", "40", "--crop", "32", "--max-steps", "2", "--workers", "1", "--loss-net", "vgg16-hed",
+               "--wandb", "--wandb-offline", "--weights-dir", weights_dir]
+    run = subprocess.run([str(part) for part in command], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "wrote" in run.stdout and (tmp_path / "run" / "weights" / "decoder.pth").is_file()
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+    bad = subprocess.run([sys.executable, "-m", "brushwork", "train", "microast", "--content-dir", "nowhere",
+                          "--style-dir", "nowhere", "--output-dir", str(tmp_path / "bad"), "--weights-dir",
+                          str(weights_dir), "--loss-net", "vgg16-hed"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "nowhere: not a folder of images" in bad.stderr
+    assert "Traceback" not in bad.stderr
