@@ -56,3 +56,11 @@ def test_preserve_color_keeps_content_chroma_and_stylised_luminance():
     assert torch.allclose(mixed_ycc[:, :1], stylised_ycc[:, :1], atol=1e-4)
     with pytest.raises(ValueError):
         fn.preserve_color(stylised, content[..., :4])
+
+
+def test_mean_std_of_half_precision_features_is_computed_in_float32():
+    features = (torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(3)) * 30 + 500)
+    mean, std = fn.mean_std(features.bfloat16())
+    reference_mean, reference_std = fn.mean_std(features.bfloat16().float())
+    assert mean.dtype == torch.float32
+    assert torch.allclose(mean, reference_mean) and torch.allclose(std, reference_std)

@@ -203,7 +203,10 @@ def test_train_checkpoint_resume_and_use(folders, tmp_path, weights_dir):
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "last.ckpt", "step_0000003.ckpt", "step_0000006.ckpt"]
-    assert (run / "samples" / "step_0000003.png").is_file() and (run / "samples" / "step_0000006.png").is_file()
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step_0000000.png", "step_0000003.png", "step_0000006.png"]
+    with Image.open(run / "samples" / "step_0000006.png") as grid:
+        assert grid.size == (3 * 32, 4 * 32)  # content | style | output, one row per sample pair
     with open(run / "csv" / "version_0" / "metrics.csv") as file:
         rows = [row for row in csv.DictReader(file) if row.get("loss/total")]
     assert len(rows) >= 2 and all(math.isfinite(float(row["loss/total"])) for row in rows)
@@ -261,3 +264,30 @@ def test_wandb_offline_and_the_command_line(folders, tmp_path, weights_dir):
                           str(weights_dir), "--loss-net", "vgg16-hed"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "nowhere: not a folder of images" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("name, runs", [("microast-paper.toml", 1), ("seed000-decoder-sweep.toml", 36),
+                                        ("faces-finetune.toml", 1)])
+def test_example_configs_load(name, runs):
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "configs" / name
+    loaded = load_config(path, {"content_dir": "c", "style_dir": "s"})
+    assert len(loaded) == runs
+    assert len({config.output_dir for _, config in loaded}) == runs
+
+
+def test_mixed_precision_losses_are_finite(weights_dir):
+    from brushwork.training import MicroASTTraining
+    from brushwork.vgg import load_loss_network
+
+    config = TrainConfig(content_dir="c", style_dir="s", batch_size=2, content_loss="cosine")
+    network = load_loss_network("vgg16-hed", MicroASTTraining.loss_layers(config), weights_dir=weights_dir)
+    module = MicroASTTraining(dataclasses.asdict(config), network)
+    content, style = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, terms = module.compute_losses(content, style)
+    total = sum(module.loss_weights()[name] * term.float() for name, term in terms.items())
+    total.backward()
+    assert torch.isfinite(total)
+    assert all(torch.isfinite(p.grad).all() for p in module.model.parameters() if p.grad is not None)

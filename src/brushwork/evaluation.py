@@ -173,6 +173,7 @@ def _plot(records: list[dict], summary: list[dict], path: Path, loss_net: str) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axes = plt.subplots(figsize=(7, 5), dpi=120)
     for index, entry in enumerate(summary):
@@ -184,6 +185,9 @@ def _plot(records: list[dict], summary: list[dict], path: Path, loss_net: str) -
                       yerr=entry["ssim_std"] * error, fmt="o", color=colour, markersize=8, capsize=3,
                       markeredgecolor="black", label=f"{entry['model']} (mean ± s.e.)")
     axes.set_xscale("log")
+    axes.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes.set_xlabel(f"style loss (mean/std, sum over relu1_1..relu4_1, {loss_net}; lower is more stylised)")
     axes.set_ylabel("SSIM to content (grayscale; higher keeps more)")
     axes.set_title("Content kept against style reached: one dot per pair")

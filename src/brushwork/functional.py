@@ -22,12 +22,14 @@ _CHROMA_OFFSET = torch.tensor([0.0, 0.5, 0.5])
 def mean_std(features: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and standard deviation over the spatial positions of NxCxHxW features.
 
-    Both are returned as NxCx1x1. The variance is the unbiased one plus ``eps``, as in the reference
-    implementations whose weights we load.
+    Both are returned as NxCx1x1 (float32 for half-precision input). The variance is the unbiased one plus
+    ``eps``, as in the reference implementations whose weights we load.
     """
     if features.dim() != 4:
         raise ValueError(f"expected NxCxHxW features, got shape {tuple(features.shape)}")
     flat = features.flatten(2)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()  # half-precision variances lose too much (mixed-precision training)
     std = (flat.var(dim=2) + eps).sqrt()
     return flat.mean(dim=2)[..., None, None], std[..., None, None]
 

@@ -1,9 +1,9 @@
 """Training MicroAST with PyTorch Lightning.
 
-:class:`TrainConfig` holds every setting (paper defaults; a TOML file and command-line options override them).
-:class:`MicroASTTraining` is the ``LightningModule``: the losses of one step and the optimiser. :func:`train`
-builds the ``Trainer`` (devices, precision, checkpoints and resume, gradient clipping, CSV/TensorBoard/W&B
-loggers, a grid of sample stylisations) and writes the trained weights where ``load_model`` can read them.
+The settings are a :class:`~brushwork.train_config.TrainConfig`. :class:`MicroASTTraining` is the
+``LightningModule``: the losses of one step and the optimiser. :func:`train` builds the ``Trainer`` (devices,
+precision, checkpoints and resume, gradient clipping, CSV/TensorBoard/W&B loggers, a grid of sample stylisations)
+and writes the trained weights where ``load_model`` can read them.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import dataclasses
 import json
 import logging
 import random
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torchmetrics.aggregation import RunningMean
 
@@ -33,7 +34,6 @@ from .train_config import TrainConfig
 from .vgg import LOSS_NETWORKS, VGGFeatures, load_loss_network
 
 log = logging.getLogger(__name__)
-
 
 
 class MicroASTTraining(pl.LightningModule):
@@ -122,6 +122,9 @@ class SampleGrid(Callback):
         self.contents = torch.stack([content for content, _ in pairs])
         self.styles = torch.stack([style for _, style in pairs])
         self.folder, self.every = folder, every
+
+    def on_train_start(self, trainer, module):
+        self.save(trainer, module)  # where the run starts from
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_index):
         if self.every and trainer.global_step % self.every == 0:
@@ -229,6 +232,10 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     if config.wandb:
         from pytorch_lightning.loggers import WandbLogger
 
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise BrushworkError("--wandb needs the wandb package: pip install 'brushwork[wandb]'") from None
         loggers.append(WandbLogger(project=config.wandb_project, save_dir=str(out), offline=config.wandb_offline,
                                    config=dataclasses.asdict(config)))
     trainer = pl.Trainer(
@@ -236,6 +243,8 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         max_steps=config.max_steps, gradient_clip_val=config.grad_clip, logger=loggers,
         log_every_n_steps=config.log_every, default_root_dir=out, enable_model_summary=False,
         callbacks=[
+            # In a log file rather than a terminal, redraw the bar only as often as the losses are logged.
+            TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else config.log_every),
             ModelCheckpoint(dirpath=checkpoints, filename="step_{step:07d}", every_n_train_steps=config.checkpoint_every,
                             save_top_k=-1, save_last=True, auto_insert_metric_name=False),
             SampleGrid(sample_pairs(config), out / "samples", config.sample_every),
