@@ -40,6 +40,17 @@ class Case:
     warmup: int
 
 
+@dataclass(frozen=True)
+class TrainingCase:
+    variant: str
+    device: str
+    batch_size: int
+    crop: int
+    loss_net: str
+    runs: int
+    warmup: int
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'1024' -> (1024, 1024); '3840x2160' -> (3840, 2160), width first."""
     try:
@@ -73,23 +84,29 @@ def run_benchmark(models: list[str], sizes: list[str], devices: list[str] | None
     variants = VARIANTS if baseline else VARIANTS[:1]
     groups = [[Case(model, variant, device, width, height, runs, warmup) for variant in variants]
               for model in models for device in devices for width, height in shapes]
+    return _run_rounds(groups, _measure, weights_dir, rounds, "benchmark", progress)
+
+
+def _run_rounds(groups: list[list], measure, weights_dir, rounds: int, label: str, progress: bool) -> list[dict]:
+    """Run every case of every group ``rounds`` times, each in a fresh process, the cases of a group in
+    alternating order; pool each case's rounds into one result."""
     dirs = [str(d) for d in registry.search_dirs(weights_dir)]
     context = multiprocessing.get_context("spawn")
     results = []
-    with tqdm(total=len(groups) * len(variants) * rounds, desc="benchmark", unit="process",
-              disable=not progress, file=sys.stderr) as bar:
+    with tqdm(total=sum(map(len, groups)) * rounds, desc=label, unit="process", disable=not progress,
+              file=sys.stderr) as bar:
         for group in groups:
-            measured: dict[Case, list[dict]] = {case: [] for case in group}
+            measured: dict = {case: [] for case in group}
             for round_index in range(rounds):
                 for case in group if round_index % 2 == 0 else group[::-1]:
                     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-                        measured[case].append(pool.submit(_measure, case, dirs).result())
+                        measured[case].append(pool.submit(measure, case, dirs).result())
                     bar.update()
             results += [_pool_rounds(case, rounds_of_case) for case, rounds_of_case in measured.items()]
     return results
 
 
-def _pool_rounds(case, measured: list[dict]) -> dict:
+def _pool_rounds(case: Case | TrainingCase, measured: list[dict]) -> dict:
     times = [t for result in measured for t in result["times_s"]]
     gpu = [r["peak_gpu_mb"] for r in measured if r["peak_gpu_mb"] is not None]
     return {
@@ -100,7 +117,7 @@ def _pool_rounds(case, measured: list[dict]) -> dict:
         "max_s": max(times),
         "times_s": times,
         "peak_rss_mb": max(r["peak_rss_mb"] for r in measured),
-        "idle_rss_mb": min(r["idle_rss_mb"] for r in measured if r["idle_rss_mb"] is not None),
+        "idle_rss_mb": min((r["idle_rss_mb"] for r in measured if r["idle_rss_mb"] is not None), default=None),
         "peak_gpu_mb": max(gpu) if gpu else None,
         "threads": measured[0]["threads"],
         "torch": measured[0]["torch"],
@@ -148,17 +165,6 @@ def _measure(case: Case, weights_dir: list[str]) -> dict:
     }
 
 
-@dataclass(frozen=True)
-class TrainingCase:
-    variant: str
-    device: str
-    batch_size: int
-    crop: int
-    loss_net: str
-    runs: int
-    warmup: int
-
-
 def run_training_benchmark(*, batch_size: int = 8, crop: int = 256, device: str = "cpu", loss_net: str = "vgg16-hed",
                            runs: int = 3, warmup: int = 1, rounds: int = 2, weights_dir=None,
                            progress: bool = True) -> list[dict]:
@@ -167,18 +173,8 @@ def run_training_benchmark(*, batch_size: int = 8, crop: int = 256, device: str 
     choose_device(device)
     if batch_size < 2 or crop < 16:
         raise BrushworkError("a training benchmark needs batch size >= 2 and crop >= 16")
-    dirs = [str(d) for d in registry.search_dirs(weights_dir)]
-    cases = [TrainingCase(variant, device, batch_size, crop, loss_net, runs, warmup) for variant in VARIANTS]
-    measured: dict[TrainingCase, list[dict]] = {case: [] for case in cases}
-    context = multiprocessing.get_context("spawn")
-    with tqdm(total=len(cases) * rounds, desc="training benchmark", unit="process", disable=not progress,
-              file=sys.stderr) as bar:
-        for round_index in range(rounds):
-            for case in cases if round_index % 2 == 0 else cases[::-1]:
-                with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-                    measured[case].append(pool.submit(_measure_training, case, dirs).result())
-                bar.update()
-    return [_pool_rounds(case, results) for case, results in measured.items()]
+    group = [TrainingCase(variant, device, batch_size, crop, loss_net, runs, warmup) for variant in VARIANTS]
+    return _run_rounds([group], _measure_training, weights_dir, rounds, "training benchmark", progress)
 
 
 def _measure_training(case: TrainingCase, weights_dir: list[str]) -> dict:

@@ -58,8 +58,9 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
     styles = _images_in(style_dir, "style")[:max_styles]
     if not models:
         raise BrushworkError("name at least one model to evaluate")
-    stylizers = {name: Stylizer(load_model(name, device=device, weights_dir=weights_dir),
-                                content_size=content_size, style_size=style_size) for name in models}
+    # The content is read and resized once here; each model's Stylizer encodes each style once.
+    stylizers = {name: Stylizer(load_model(name, device=device, weights_dir=weights_dir), style_size=style_size)
+                 for name in models}
     scorer = Metrics(loss_net, device=device, weights_dir=weights_dir)
     pairs = [(c, s) for c in contents for s in styles]
     count = min(sample_pairs, len(pairs))
@@ -69,12 +70,13 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
     style_cache: dict[Path, tuple] = {}
     with tqdm(total=len(pairs) * len(models), desc="evaluating", unit="image", disable=not progress) as bar:
         for content_path in contents:
-            content = to_tensor(resize(load_image(content_path), content_size))
+            content_image = resize(load_image(content_path), content_size)
+            content = to_tensor(content_image)
             content_features = scorer.features(content)
             for style_path in styles:
                 if style_path not in style_cache:
                     style = to_tensor(resize(load_image(style_path), style_size))
-                    style_cache[style_path] = (style, scorer.features(style))
+                    style_cache[style_path] = (style, scorer.style_features(style))
                 style, style_features = style_cache[style_path]
                 pair = (content_path.name, style_path.name)
                 if (content_path, style_path) in shown:
@@ -82,7 +84,7 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
                 for name, stylizer in stylizers.items():
                     bar.set_postfix_str(f"{name}: {content_path.stem} x {style_path.stem}", refresh=False)
                     start = time.perf_counter()
-                    output_image = stylizer(content_path, style_path)
+                    output_image = stylizer(content_image, style_path)
                     seconds = time.perf_counter() - start
                     output = to_tensor(output_image)
                     measured = scorer.measure(content, style, output, content_features=content_features,

@@ -71,6 +71,10 @@ class Metrics:
         """Loss-network features of a 1x3xHxW image in [0, 1]; worth keeping for an image used many times."""
         return self.network(image.to(self.device))
 
+    def style_features(self, style: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Only the features the style metrics read: less to keep for a style image used many times."""
+        return {layer: value for layer, value in self.features(style).items() if layer in losses.STYLE_LAYERS}
+
     @torch.inference_mode()
     def measure(self, content: torch.Tensor, style: torch.Tensor, output: torch.Tensor, *,
                 content_features: Mapping[str, torch.Tensor] | None = None,
@@ -81,7 +85,7 @@ class Metrics:
         ``style_loss``, ``gram_loss`` and ``color_distance`` compare output and style (style reached).
         """
         content_features = content_features or self.features(content)
-        style_features = style_features or self.features(style)
+        style_features = style_features or self.style_features(style)
         output_features = self.features(output)
         return {
             "ssim": ssim(content, output),
