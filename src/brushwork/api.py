@@ -50,7 +50,10 @@ def load_model(name: str | os.PathLike | None = None, *, device: str | torch.dev
     Models are loaded once per name, device and weights folders, and then shared.
     """
     if name is not None and Path(name).is_dir():
-        return _load_folder(Path(name).resolve(), choose_device(device))
+        parts = microast.find_parts(Path(name).resolve())
+        # Keyed by the files' modification times too: a folder written again (a new training run) is reloaded.
+        return _load_folder(tuple((part, path, path.stat().st_mtime_ns) for part, path in parts.items()),
+                            choose_device(device))
     entry = registry.get(name)
     if entry.kind != "model" or entry.architecture not in LOADERS:
         models = ", ".join(n for n, w in registry.REGISTRY.items() if w.kind == "model")
@@ -65,8 +68,8 @@ def _load(name: str, device: torch.device, dirs: tuple) -> nn.Module:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_folder(folder: Path, device: torch.device) -> nn.Module:
-    return microast.load(microast.find_parts(folder)).to(device)
+def _load_folder(files: tuple, device: torch.device) -> nn.Module:
+    return microast.load({part: path for part, path, _ in files}).to(device)
 
 
 class Stylizer:
