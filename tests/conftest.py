@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BRUSHWORK_TEST_SHARED", ROOT.parent / "shared"))
@@ -46,3 +47,20 @@ def official_model(weights_dir):
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     return microast.load(weights.resolve("microast", weights_dir))
+
+
+@pytest.fixture(scope="session")
+def folders(tmp_path_factory, shared):
+    """A handful of real training images (nested folders, one hidden, one broken)."""
+    root = tmp_path_factory.mktemp("train")
+    content, style = root / "content" / "nested", root / "style"
+    content.mkdir(parents=True)
+    style.mkdir()
+    for index, path in enumerate(sorted((shared / "data" / "train" / "content").iterdir())[:4]):
+        Image.open(path).resize((72, 60)).save(content / f"{index}.jpg")
+    for index, path in enumerate(sorted((shared / "data" / "train" / "style").iterdir())[:4]):
+        Image.open(path).resize((60, 72)).save(style / f"{index}.png")
+    (content / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (root / "content" / ".hidden").mkdir()
+    Image.new("RGB", (64, 64)).save(root / "content" / ".hidden" / "x.png")
+    return root

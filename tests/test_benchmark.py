@@ -53,3 +53,26 @@ def test_training_step_next_to_the_reference_step(weights_dir):
     assert [r["variant"] for r in results] == ["brushwork", "baseline"]
     assert all(r["median_s"] > 0 and r["batch_size"] == 2 and r["crop"] == 32 for r in results)
     assert "| brushwork | cpu | 2 x 32 px |" in benchmark.training_table(results)
+
+
+def test_every_method_next_to_its_baseline(weights_dir):
+    results = benchmark.run_benchmark(["gatys", "adain-vgg16-hed"], ["40"], ["cpu"], runs=1, warmup=0, rounds=1,
+                                      weights_dir=weights_dir, progress=False, gatys_steps=3)
+    assert [(r["model"], r["variant"]) for r in results] == [
+        ("gatys", "brushwork"), ("gatys", "baseline"), ("adain-vgg16-hed", "brushwork"),
+        ("adain-vgg16-hed", "baseline")]
+    assert all(r["median_s"] > 0 for r in results)
+    assert dict(results[0]["options"]) == {"progress": False, "steps": 3}
+
+
+def test_gatys_convergence_compares_coarse_to_fine_with_single_scale(weights_dir):
+    summary = benchmark.run_gatys_convergence("64", steps=6, loss_net="vgg16-hed", min_side=32,
+                                              weights_dir=weights_dir, progress=False)
+    multi, single = summary["multiscale"], summary["single-scale"]
+    assert multi["sizes"] == [[32, 32], [64, 64]] or multi["sizes"] == [(32, 32), (64, 64)]
+    assert single["evaluations"] == 6 and multi["evaluations"] == 6 + 20
+    for result in (multi, single):
+        assert 0 < result["seconds_to_target"] <= result["total_seconds"]
+        assert result["final_loss"] <= summary["target_loss"]
+    assert summary["speedup"] == pytest.approx(single["seconds_to_target"] / multi["seconds_to_target"])
+    assert "Coarse-to-fine reaches the loss" in benchmark.convergence_table(summary)

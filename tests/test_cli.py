@@ -152,3 +152,68 @@ def test_style_weights_are_checked_before_a_folder_run(tmp_path, pair, weights_d
                     "--weights-dir", weights_dir)
     assert_one_line_error(run, 2, "2 style weights for 1 style")
     assert not (tmp_path / "out").exists()
+
+
+def test_gatys_from_the_command_line(tmp_path, pair, weights_dir):
+    content, style, _ = pair
+    out = tmp_path / "gatys.png"
+    run = brushwork("stylize", content, style, "-o", out, "--method", "gatys", "--steps", 4, "--content-size", 48,
+                    "--loss-net", "vgg16-hed", "--preserve-color", "--weights-dir", weights_dir)
+    assert run.returncode == 0, run.stderr
+    assert "gatys 48x48" in run.stderr  # the progress bar, with the losses
+    with Image.open(out) as image:
+        assert image.size == (48, 48)
+    misplaced = brushwork("stylize", content, style, "-o", out, "--steps", 4, "--weights-dir", weights_dir)
+    assert_one_line_error(misplaced, 2, "--steps: settings of --method gatys")
+
+
+def test_ctrl_c_writes_the_best_gatys_image_so_far(tmp_path, pair, weights_dir):
+    import signal
+    import threading
+    import time
+
+    content, style, _ = pair
+    out = tmp_path / "best.png"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "brushwork", "stylize", str(content), str(style), "-o", str(out), "--method", "gatys",
+         "--steps", "100000", "--content-size", "48", "--loss-net", "vgg16-hed", "--weights-dir", str(weights_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.time() + 120
+    while "gatys 48x48" not in "".join(seen) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.5)  # until the optimisation shows its progress bar
+    time.sleep(3)
+    assert process.poll() is None, "".join(seen)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    reader.join(timeout=10)
+    stderr = "".join(seen)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "best image so far" in stderr
+    with Image.open(out) as image:
+        assert image.size == (48, 48)
+
+
+def test_adain_with_masks_from_the_command_line(tmp_path, pair, weights_dir):
+    content, style, other = pair
+    left = tmp_path / "left.png"
+    with Image.open(content) as image:
+        size = image.size
+    mask = Image.new("L", size, 0)
+    mask.paste(255, (0, 0, size[0] // 2, size[1]))
+    mask.save(left)
+    right = tmp_path / "right.png"
+    Image.eval(mask, lambda v: 255 - v).save(right)
+    out = tmp_path / "masked.jpg"
+    run = brushwork("stylize", content, style, other, "-o", out, "--method", "adain", "--model", "adain-vgg16-hed",
+                    "--mask", left, "--mask", right, "--weights-dir", weights_dir)
+    assert run.returncode == 0, run.stderr
+    with Image.open(out) as image:
+        assert image.size == size
+    one_mask = brushwork("stylize", content, style, other, "-o", out, "--model", "adain-vgg16-hed", "--mask", left,
+                         "--weights-dir", weights_dir)
+    assert_one_line_error(one_mask, 2, "one mask per style")
+    not_adain = brushwork("stylize", content, style, "-o", out, "--mask", left, "--weights-dir", weights_dir)
+    assert_one_line_error(not_adain, 2, "masks are supported by the adain method")

@@ -72,3 +72,14 @@ def test_eval_command(folders, weights_dir, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "| microast | 1 |" in run.stdout and "evaluating" in run.stderr
     assert (tmp_path / "out" / "contact_sheet.png").is_file()
+
+
+def test_every_method_is_evaluated_side_by_side(folders, weights_dir, tmp_path):
+    models = ["microast", "adain-vgg16-hed", "gatys"]
+    result = evaluation.evaluate(folders / "content", folders / "style", models, content_size=48, style_size=48,
+                                 max_contents=1, max_styles=1, device="cpu", weights_dir=weights_dir,
+                                 progress=False, gatys_options={"steps": 10})
+    assert [record["model"] for record in result.records] == models
+    assert result.settings["gatys"] == {"steps": 10}
+    for record in result.records:
+        assert 0 < record["ssim"] < 1 and record["style_loss"] > 0

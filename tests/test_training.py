@@ -113,21 +113,6 @@ def test_config_errors(settings, message):
 # ------------------------------------------------------------------------------------------ data
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory, shared):
-    """A handful of real training images (nested folders, one hidden, one broken)."""
-    root = tmp_path_factory.mktemp("train")
-    content, style = root / "content" / "nested", root / "style"
-    content.mkdir(parents=True)
-    style.mkdir()
-    for index, path in enumerate(sorted((shared / "data" / "train" / "content").iterdir())[:4]):
-        Image.open(path).resize((72, 60)).save(content / f"{index}.jpg")
-    for index, path in enumerate(sorted((shared / "data" / "train" / "style").iterdir())[:4]):
-        Image.open(path).resize((60, 72)).save(style / f"{index}.png")
-    (content / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    (root / "content" / ".hidden").mkdir()
-    Image.new("RGB", (64, 64)).save(root / "content" / ".hidden" / "x.png")
-    return root
 
 
 def test_find_images_is_recursive(folders, tmp_path):
@@ -229,20 +214,20 @@ def test_train_checkpoint_resume_and_use(folders, tmp_path, weights_dir):
 
 
 def test_fine_tuning_starts_from_a_registry_model(folders, tmp_path, weights_dir, caplog):
-    from brushwork.training import MicroASTTraining, initial_weights
+    from brushwork.training import MicroASTTraining
 
     official = brushwork.load_model("microast", weights_dir=weights_dir, device="cpu")
     config = tiny_config(folders, tmp_path, weights_dir, decoder="tuned")
     module = MicroASTTraining(dataclasses.asdict(config))
     with caplog.at_level(logging.WARNING):
-        initial_weights(module, "microast", [weights_dir])
+        module.load_initial("microast", [weights_dir])
     assert "head starts from scratch" in caplog.text
     assert torch.equal(module.model.content_encoder.enc1[0].conv_layer.weight,
                        official.content_encoder.enc1[0].conv_layer.weight)
     assert torch.equal(module.model.decoder.dec1.conv1.conv_layer.weight, official.decoder.dec1.conv1.conv_layer.weight)
 
     same = MicroASTTraining(dataclasses.asdict(tiny_config(folders, tmp_path, weights_dir)))
-    initial_weights(same, "microast", [weights_dir])
+    same.load_initial("microast", [weights_dir])
     content = torch.rand(1, 3, 24, 24)
     with torch.no_grad():
         assert torch.equal(same.model(content, content), official(content, content))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, Union
@@ -13,14 +14,22 @@ from torch import nn
 
 from . import weights as registry
 from .errors import BrushworkError
-from .functional import normalize_weights, preserve_color
+from .functional import match_color, normalize_weights, preserve_color
 from .images import ImageLike, as_image, resize, to_image, to_tensor
-from .methods import microast
+from .methods import adain, gatys, microast
 
-#: How each architecture in the weights registry becomes a ready model.
-LOADERS: dict[str, Callable[[Mapping[str, object]], nn.Module]] = {
-    "microast": microast.load,
+#: How each architecture in the weights registry becomes a ready model, from its entry and the local folders.
+LOADERS: dict[str, Callable[[registry.Weights, list], nn.Module]] = {
+    "microast": lambda entry, dirs: microast.load(registry.resolve(entry, dirs)),
+    "adain": lambda entry, dirs: adain.load(registry.resolve(entry, dirs), entry.encoder, dirs),
 }
+
+#: The methods, each with the model ``--method`` alone gives. Gatys needs no trained weights: its "model" is
+#: the optimisation over a loss network.
+METHODS: dict[str, str] = {"microast": registry.DEFAULT_MODEL, "adain": "adain", "gatys": "gatys"}
+#: Colour preservation: luminance-only transfer (after), or matching the style's colours to the content's
+#: (before; Gatys et al. 2017).
+COLOR_MODES = ("luminance", "histogram")
 
 StyleInput = Union[ImageLike, Sequence[ImageLike]]
 
@@ -42,43 +51,93 @@ def choose_device(device: str | torch.device = "auto") -> torch.device:
     return chosen
 
 
-def load_model(name: str | os.PathLike | None = None, *, device: str | torch.device = "auto",
-               weights_dir=None) -> nn.Module:
-    """A ready (eval-mode, frozen) model: a registry name (the default model when ``name`` is None) or a folder
-    of MicroAST weights, such as the ``weights`` folder a training run writes.
+def load_model(name: str | os.PathLike | None = None, *, method: str | None = None,
+               device: str | torch.device = "auto", weights_dir=None, **options) -> nn.Module:
+    """A ready (eval-mode, frozen) model: a registry name, a folder of trained weights (as ``brushwork train``
+    writes them), or ``"gatys"``; without a name, the default model of ``method`` (MicroAST's without either).
 
-    Models are loaded once per name, device and weights folders, and then shared.
+    ``options`` are settings of the Gatys optimisation (see :class:`brushwork.methods.gatys.GatysSettings`,
+    plus ``loss_net``). Models are loaded once per name, device and weights folders, and then shared.
     """
+    if method is not None and method not in METHODS:
+        raise BrushworkError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    name = METHODS[method] if name is None and method is not None else name
+    device = choose_device(device)
+    dirs = tuple(registry.search_dirs(weights_dir))
+    if name == "gatys":
+        _check_method(method, "gatys", name)
+        frozen = tuple(sorted((key, tuple(v) if isinstance(v, list) else v) for key, v in options.items()))
+        return _load_gatys(frozen, device, dirs)
+    if options:
+        raise BrushworkError(f"{', '.join(sorted(options))}: settings of the gatys method, not of {name or 'this model'}")
     if name is not None and Path(name).is_dir():
-        parts = microast.find_parts(Path(name).resolve())
+        folder = Path(name).resolve()
+        kind, files, encoder = _folder_files(folder)
+        _check_method(method, kind, str(name))
         # Keyed by the files' modification times too: a folder written again (a new training run) is reloaded.
-        return _load_folder(tuple((part, path, path.stat().st_mtime_ns) for part, path in parts.items()),
-                            choose_device(device))
+        return _load_folder(kind, encoder, tuple((key, path, path.stat().st_mtime_ns) for key, path in files.items()),
+                            device, dirs)
     entry = registry.get(name)
     if entry.kind != "model" or entry.architecture not in LOADERS:
         models = ", ".join(n for n, w in registry.REGISTRY.items() if w.kind == "model")
-        raise BrushworkError(f"{entry.name!r} is not a style-transfer model; models: {models}")
-    return _load(entry.name, choose_device(device), tuple(registry.search_dirs(weights_dir)))
+        raise BrushworkError(f"{entry.name!r} is not a style-transfer model; models: {models}, gatys")
+    _check_method(method, entry.architecture, entry.name)
+    return _load(entry.name, device, dirs)
+
+
+def method_of(model: nn.Module) -> str:
+    """The method a loaded model implements: microast, adain or gatys."""
+    for method, kind in (("gatys", gatys.Gatys), ("adain", adain.AdaIN), ("microast", microast.MicroAST)):
+        if isinstance(model, kind):
+            return method
+    return type(model).__name__.lower()
+
+
+def _check_method(method: str | None, actual: str, name: str) -> None:
+    if method is not None and method != actual:
+        raise BrushworkError(f"{name}: a {actual} model, not {method}")
+
+
+def _folder_files(folder: Path) -> tuple[str, dict[str, Path], str | None]:
+    """Which method a folder of trained weights is for (its training.json says; MicroAST's four files
+    otherwise), its files, and (AdaIN) the registry name of its encoder."""
+    record = {}
+    if (folder / "training.json").is_file():
+        try:
+            record = json.loads((folder / "training.json").read_text())
+        except (OSError, ValueError) as error:
+            raise BrushworkError(f"{folder / 'training.json'}: unreadable ({error})") from None
+    if record.get("method") == "adain":
+        return "adain", {"decoder": adain.find_decoder(folder)}, record.get("encoder", "vgg19-normalised")
+    return "microast", microast.find_parts(folder), None
 
 
 @functools.lru_cache(maxsize=8)
 def _load(name: str, device: torch.device, dirs: tuple) -> nn.Module:
     entry = registry.get(name)
-    return LOADERS[entry.architecture](registry.resolve(entry, list(dirs))).to(device)
+    return LOADERS[entry.architecture](entry, list(dirs)).to(device)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_folder(files: tuple, device: torch.device) -> nn.Module:
-    return microast.load({part: path for part, path, _ in files}).to(device)
+def _load_folder(kind: str, encoder: str | None, files: tuple, device: torch.device, dirs: tuple) -> nn.Module:
+    paths = {key: path for key, path, _ in files}
+    if kind == "adain":
+        return adain.load(paths, encoder, list(dirs)).to(device)
+    return microast.load(paths).to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_gatys(options: tuple, device: torch.device, dirs: tuple) -> nn.Module:
+    return gatys.build(weights_dir=list(dirs), **dict(options)).to(device)
 
 
 class Stylizer:
     """A model with fixed settings, for painting many images; each style image is encoded once."""
 
-    def __init__(self, model: str | nn.Module | None = None, *, alpha: float = 1.0,
+    def __init__(self, model: str | nn.Module | None = None, *, method: str | None = None, alpha: float = 1.0,
                  style_weights: Sequence[float] | None = None, content_size: int | None = None,
-                 style_size: int | None = None, resize_by: str = "shorter", preserve_color: bool = False,
-                 device: str | torch.device = "auto", weights_dir=None):
+                 style_size: int | None = None, resize_by: str = "shorter", preserve_color: bool | str = False,
+                 device: str | torch.device = "auto", weights_dir=None, **options):
         if not 0.0 <= alpha <= 1.0:
             raise BrushworkError(f"alpha must be between 0 and 1, not {alpha}")
         for label, size in (("content size", content_size), ("style size", style_size)):
@@ -86,30 +145,41 @@ class Stylizer:
                 raise BrushworkError(f"{label} must be positive, not {size}")
         if resize_by not in ("shorter", "longer"):
             raise BrushworkError(f"resize by 'shorter' or 'longer' side, not {resize_by!r}")
+        self.color_mode = _color_mode(preserve_color)
         self.model = model if isinstance(model, nn.Module) else load_model(
-            model, device=device, weights_dir=weights_dir)
+            model, method=method, device=device, weights_dir=weights_dir, **options)
+        self.method = method_of(self.model)
         self.device = next(self.model.parameters()).device
         self.alpha = alpha
         self.style_weights = style_weights
         self.content_size = content_size
         self.style_size = style_size
         self.resize_by = resize_by
-        self.preserve_color = preserve_color
         self._encoded_styles: dict[str, object] = {}
 
-    def __call__(self, content: ImageLike, style: StyleInput) -> Image.Image:
-        """Paint ``content`` with one style image or a weighted mix of several."""
+    def __call__(self, content: ImageLike, style: StyleInput, masks: Sequence[ImageLike] | None = None) -> Image.Image:
+        """Paint ``content`` with one style image or a weighted mix of several; ``masks`` (one grayscale image
+        per style, white where that style goes; methods that have ``supports_masks``) place styles in regions."""
         styles = _as_list(style)
         weights = style_weights_for(self.style_weights, len(styles))
         content_tensor = self._tensor(content, self.content_size)
+        extra = {}
+        if masks is not None:
+            if not getattr(self.model, "supports_masks", False):
+                raise BrushworkError(f"masks are supported by the adain method, not by {self.method}")
+            if len(masks) != len(styles):
+                raise BrushworkError(f"give one mask per style: {len(styles)} style(s), {len(masks)} mask(s)")
+            extra["masks"] = [self._mask(mask, content_tensor) for mask in masks]
         with torch.inference_mode():
-            encoded = [self._encode_style(s) for s in styles]
-            output = self.model.stylize(content_tensor, encoded, weights, self.alpha)
-            if self.preserve_color:
+            encoded = [self._encode_style(s, content_tensor) for s in styles]
+            output = self.model.stylize(content_tensor, encoded, weights, self.alpha, **extra)
+            if self.color_mode == "luminance":
                 output = preserve_color(output, content_tensor)
         return to_image(output)
 
-    def _encode_style(self, style: ImageLike):
+    def _encode_style(self, style: ImageLike, content: torch.Tensor):
+        if self.color_mode == "histogram":  # depends on the content: not remembered
+            return self.model.encode_style(match_color(self._tensor(style, self.style_size), content))
         # Only styles named by a path or sample reference are remembered: other objects may change.
         key = str(style) if isinstance(style, str) or hasattr(style, "__fspath__") else None
         if key is not None and key in self._encoded_styles:
@@ -123,23 +193,44 @@ class Stylizer:
         image = resize(as_image(value), size, side=self.resize_by)
         return to_tensor(image).to(self.device)
 
+    def _mask(self, value: ImageLike, content: torch.Tensor) -> torch.Tensor:
+        """A mask as a 1x1xHxW share map in [0, 1], resized to the content (white: the style goes here)."""
+        height, width = content.shape[-2:]
+        image = as_image(value).convert("L").resize((width, height), Image.Resampling.BILINEAR)
+        return to_tensor(image.convert("RGB"))[:, :1].to(self.device)
+
 
 def stylize(content: ImageLike, style: StyleInput, *, model: str | nn.Module | None = None,
-            alpha: float = 1.0, style_weights: Sequence[float] | None = None,
-            content_size: int | None = None, style_size: int | None = None, resize_by: str = "shorter",
-            preserve_color: bool = False, device: str | torch.device = "auto", weights_dir=None) -> Image.Image:
+            method: str | None = None, alpha: float = 1.0, style_weights: Sequence[float] | None = None,
+            masks: Sequence[ImageLike] | None = None, content_size: int | None = None,
+            style_size: int | None = None, resize_by: str = "shorter", preserve_color: bool | str = False,
+            device: str | torch.device = "auto", weights_dir=None, **options) -> Image.Image:
     """Paint a content image in the style of one style image, or of a weighted mix of several.
 
     ``content`` and each style may be a path, ``sample:NAME``, a PIL image, an array or a tensor in [0, 1].
-    ``alpha`` (0..1) trades content for style; ``style_weights`` (normalised to sum to 1) mix several styles;
-    ``content_size`` / ``style_size`` resize the inputs first so that their ``resize_by`` ('shorter' or
-    'longer') side has that many pixels; ``preserve_color`` keeps the content's colours. The output has the
-    (resized) content's size. Returns an RGB PIL image.
+    ``model`` is a registry name, a folder of trained weights or ``"gatys"``; ``method`` (microast, adain,
+    gatys) picks that method's default model. ``alpha`` (0..1) trades content for style; ``style_weights``
+    (normalised to sum to 1) mix several styles; ``masks`` (AdaIN) give each style a region; ``content_size`` /
+    ``style_size`` resize the inputs first so that their ``resize_by`` ('shorter' or 'longer') side has that many
+    pixels; ``preserve_color`` keeps the content's colours (True or "luminance": luminance-only transfer;
+    "histogram": the style's colours are matched to the content's first). ``options`` set the Gatys
+    optimisation (``steps``, ``style_weight``, ...). The output has the (resized) content's size. Returns an RGB
+    PIL image.
     """
-    stylizer = Stylizer(model, alpha=alpha, style_weights=style_weights, content_size=content_size,
+    stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=style_weights, content_size=content_size,
                         style_size=style_size, resize_by=resize_by, preserve_color=preserve_color,
-                        device=device, weights_dir=weights_dir)
-    return stylizer(content, style)
+                        device=device, weights_dir=weights_dir, **options)
+    return stylizer(content, style, masks=masks)
+
+
+def _color_mode(value: bool | str | None) -> str | None:
+    if value in (None, False, "", "none"):
+        return None
+    if value is True:
+        return "luminance"
+    if value not in COLOR_MODES:
+        raise BrushworkError(f"preserve colour by {' or '.join(COLOR_MODES)}, not {value!r}")
+    return value
 
 
 def style_weights_for(weights: Sequence[float] | None, count: int) -> list[float]:

@@ -38,6 +38,23 @@ class Case:
     height: int
     runs: int
     warmup: int
+    #: Settings of the model (gatys: its optimisation settings), as (name, value) pairs.
+    options: tuple = ()
+
+
+@dataclass(frozen=True)
+class ConvergenceCase:
+    """One Gatys optimisation of a real image pair, multi-scale or single-scale, with its loss history."""
+
+    variant: str
+    device: str
+    width: int
+    height: int
+    steps: int
+    content: str
+    style: str
+    loss_net: str
+    min_side: int = 256
 
 
 @dataclass(frozen=True)
@@ -66,7 +83,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def run_benchmark(models: list[str], sizes: list[str], devices: list[str] | None = None, *, runs: int = 5,
                   warmup: int = 1, rounds: int = 2, baseline: bool = True, weights_dir=None,
-                  progress: bool = True) -> list[dict]:
+                  progress: bool = True, gatys_steps: int | None = None) -> list[dict]:
     """Measure every model x size x device, with the baseline next to each; one result dict per case.
 
     Each case runs ``rounds`` times in fresh processes, the variants in alternating order (A B, then B A), so
@@ -79,10 +96,11 @@ def run_benchmark(models: list[str], sizes: list[str], devices: list[str] | None
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     for device in devices:
         choose_device(device)  # refuse an absent GPU before starting
+    options = {model: _options_of(model, gatys_steps) for model in models}
     for model in models:
-        load_model(model, device="cpu", weights_dir=weights_dir)  # fail early on missing weights
+        load_model(model, device="cpu", weights_dir=weights_dir, **dict(options[model]))  # fail early
     variants = VARIANTS if baseline else VARIANTS[:1]
-    groups = [[Case(model, variant, device, width, height, runs, warmup) for variant in variants]
+    groups = [[Case(model, variant, device, width, height, runs, warmup, options[model]) for variant in variants]
               for model in models for device in devices for width, height in shapes]
     return _run_rounds(groups, _measure, weights_dir, rounds, "benchmark", progress)
 
@@ -106,7 +124,13 @@ def _run_rounds(groups: list[list], measure, weights_dir, rounds: int, label: st
     return results
 
 
-def _pool_rounds(case: Case | TrainingCase, measured: list[dict]) -> dict:
+def _options_of(model: str, gatys_steps: int | None) -> tuple:
+    if model != "gatys":
+        return ()
+    return (("progress", False),) + ((("steps", gatys_steps),) if gatys_steps else ())
+
+
+def _pool_rounds(case, measured: list[dict]) -> dict:
     times = [t for result in measured for t in result["times_s"]]
     gpu = [r["peak_gpu_mb"] for r in measured if r["peak_gpu_mb"] is not None]
     return {
@@ -121,13 +145,14 @@ def _pool_rounds(case: Case | TrainingCase, measured: list[dict]) -> dict:
         "peak_gpu_mb": max(gpu) if gpu else None,
         "threads": measured[0]["threads"],
         "torch": measured[0]["torch"],
+        **{key: measured[-1][key] for key in ("history", "scales", "sizes") if key in measured[-1]},
     }
 
 
 def _measure(case: Case, weights_dir: list[str]) -> dict:
     """One case, in its own process: timings of ``runs`` calls after ``warmup`` calls, and peak memory."""
     device = choose_device(case.device)
-    model = load_model(case.model, device=device, weights_dir=weights_dir)
+    model = load_model(case.model, device=device, weights_dir=weights_dir, **dict(case.options))
     generator = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, case.height, case.width, generator=generator).to(device)
     style = torch.rand(1, 3, *STYLE_SIZE, generator=generator).to(device)
@@ -163,6 +188,57 @@ def _measure(case: Case, weights_dir: list[str]) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def run_gatys_convergence(size: str, *, steps: int = 300, content: str = "sample:astronaut",
+                          style: str = "sample:chelsea", device: str = "cpu", loss_net: str = "auto",
+                          min_side: int = 256, weights_dir=None, progress: bool = True) -> dict:
+    """Time for Gatys to reach a given loss, coarse-to-fine against single-scale, each in a fresh process.
+
+    Both optimise the same pair at the full size with the default settings (``steps`` evaluations at the
+    coarsest scale, for single-scale at the full size). The given loss is the lowest that *both* reach at the full
+    size; the result gives each one's seconds to first reach it, and their ratio.
+    """
+    from .vgg import choose_loss_net
+
+    width, height = parse_size(size)
+    choose_device(device)
+    loss_net = choose_loss_net(loss_net, weights_dir)
+    group = [ConvergenceCase(variant, device, width, height, steps, content, style, loss_net, min_side)
+             for variant in ("multiscale", "single-scale")]
+    results = {r["variant"]: r for r in _run_rounds([group], _measure_convergence, weights_dir, 1,
+                                                     "gatys convergence", progress)}
+    final = {variant: [loss for _, _, scale, loss in r["history"] if scale == r["scales"] - 1]
+             for variant, r in results.items()}
+    target = max(min(losses) for losses in final.values())
+    summary = {"size": f"{width}x{height}", "steps": steps, "loss_net": loss_net, "content": content,
+               "style": style, "target_loss": target}
+    for variant, r in results.items():
+        reached = next(seconds for seconds, _, scale, loss in r["history"]
+                       if scale == r["scales"] - 1 and loss <= target)
+        summary[variant] = {"seconds_to_target": reached, "total_seconds": r["median_s"],
+                            "final_loss": min(final[variant]), "evaluations": len(r["history"]),
+                            "sizes": r["sizes"], "peak_rss_mb": r["peak_rss_mb"]}
+    summary["speedup"] = summary["single-scale"]["seconds_to_target"] / summary["multiscale"]["seconds_to_target"]
+    return summary
+
+
+def _measure_convergence(case: ConvergenceCase, weights_dir: list[str]) -> dict:
+    from .images import as_image, resize, to_tensor
+
+    device = choose_device(case.device)
+    model = load_model("gatys", device=device, weights_dir=weights_dir, loss_net=case.loss_net, steps=case.steps,
+                       multiscale=case.variant == "multiscale", min_side=case.min_side, progress=True)
+    content = to_tensor(as_image(case.content).resize((case.width, case.height))).to(device)
+    style = to_tensor(resize(as_image(case.style), 512)).to(device)
+    idle_rss = _current_rss_mb()
+    start = time.perf_counter()
+    model.stylize(content, [model.encode_style(style)])
+    seconds = time.perf_counter() - start
+    run = model.last_run
+    return {"times_s": [seconds], "peak_rss_mb": _peak_rss_mb(), "idle_rss_mb": idle_rss, "peak_gpu_mb": None,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "history": run.history,
+            "scales": len(run.sizes), "sizes": run.sizes}
 
 
 def run_training_benchmark(*, batch_size: int = 8, crop: int = 256, device: str = "cpu", loss_net: str = "vgg16-hed",
@@ -289,6 +365,22 @@ def markdown_table(results: list[dict]) -> str:
         lines.append("| " + " | ".join([
             model, device, f"{width}x{height}", _timing(ours), _timing(base), speed_up,
             _memory(ours), _memory(base), gpu]) + " |")
+    return "\n".join(lines)
+
+
+def convergence_table(summary: dict) -> str:
+    """The Gatys convergence comparison as a markdown table."""
+    header = ("optimisation", "sizes", "evaluations", "seconds to loss "
+              f"{summary['target_loss']:.4g}", "total seconds", "final loss", "peak RSS")
+    lines = [f"Gatys {summary['size']}, {summary['steps']} steps, loss network {summary['loss_net']}, "
+             f"{summary['content']} x {summary['style']}", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant in ("multiscale", "single-scale"):
+        r = summary[variant]
+        sizes = " > ".join(f"{w}x{h}" for h, w in r["sizes"])
+        lines.append(f"| {variant} | {sizes} | {r['evaluations']} | {r['seconds_to_target']:.1f} | "
+                     f"{r['total_seconds']:.1f} | {r['final_loss']:.4g} | {r['peak_rss_mb']:.0f} MB |")
+    lines += ["", f"Coarse-to-fine reaches the loss {summary['speedup']:.2f}x faster."]
     return "\n".join(lines)
 
 

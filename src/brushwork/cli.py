@@ -19,16 +19,18 @@ from tqdm import tqdm
 
 from . import __version__
 from . import weights as registry
-from .api import Stylizer, style_weights_for
-from .benchmark import (DEFAULT_SIZES, describe_machine, markdown_table, run_benchmark, run_training_benchmark,
-                        training_table)
+from .api import COLOR_MODES, METHODS, Stylizer, style_weights_for
+from .benchmark import (DEFAULT_SIZES, convergence_table, describe_machine, markdown_table, run_benchmark,
+                        run_gatys_convergence, run_training_benchmark, training_table)
 from .errors import BrushworkError
 from .evaluation import evaluate, summarize, summary_table, write_report
 from .images import SAVE_FORMATS, list_images, save_image
+from .methods.gatys import INITS as GATYS_INITS, OPTIMIZERS as GATYS_OPTIMIZERS
+from .vgg import LOSS_NETWORKS
 from .samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample
-from .train_config import TrainConfig, load_config
+from .train_config import METHOD_DEFAULTS, TrainConfig, load_config
 
-_MODELS = [name for name, entry in registry.REGISTRY.items() if entry.kind == "model"]
+_MODELS = [name for name, entry in registry.REGISTRY.items() if entry.kind == "model"] + ["gatys"]
 _weights_dir_option = click.option(
     "--weights-dir", multiple=True, type=click.Path(file_okay=False, path_type=Path),
     help="Folder with weights laid out as DIR/<entry folder>/<file>; looked in before the cache. Repeatable.")
@@ -43,16 +45,48 @@ def cli():
 _SAMPLES_HELP = "Sample photos: " + ", ".join(SAMPLE_PREFIX + name for name in SAMPLES) + "."
 
 
+def _gatys_options(command):
+    """The settings of the Gatys optimisation (None: the method's default)."""
+    options = [
+        click.option("--steps", type=click.IntRange(min=1), default=None,
+                     help="gatys: loss evaluations at the coarsest scale [default: 300]."),
+        click.option("--fine-steps", type=click.IntRange(min=1), default=None,
+                     help="gatys: evaluations at each finer scale [default: steps // 3]."),
+        click.option("--optimizer", type=click.Choice(list(GATYS_OPTIMIZERS)), default=None,
+                     help="gatys: lbfgs (default) or adam."),
+        click.option("--init", type=click.Choice(list(GATYS_INITS)), default=None,
+                     help="gatys: start from the content (default) or from noise."),
+        click.option("--content-weight", type=click.FloatRange(min=0), default=None, help="gatys [default: 1]."),
+        click.option("--style-weight", type=click.FloatRange(min=0), default=None, help="gatys [default: 10]."),
+        click.option("--tv-weight", type=click.FloatRange(min=0), default=None,
+                     help="gatys: total-variation weight [default: 0.3]."),
+        click.option("--multiscale/--single-scale", default=None,
+                     help="gatys: optimise coarse to fine (default) or at the full size only."),
+        click.option("--seed", type=int, default=None, help="gatys: seed of the noise start [default: 0]."),
+        click.option("--loss-net", type=click.Choice(["auto", *LOSS_NETWORKS]), default=None,
+                     help="gatys: the VGG to optimise with [default: auto, the best at hand]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command(epilog=_SAMPLES_HELP)
 @click.argument("content")
 @click.argument("style", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output file (its extension sets the format), or a folder when a folder is given as input.")
+@click.option("--method", type=click.Choice(list(METHODS)), default=None,
+              help="microast (feed-forward, default), adain (feed-forward) or gatys (optimisation; slow, no "
+                   "trained weights). Without --model, the method's default model.")
 @click.option("--model", default=None,
-              help=f"A model of the registry ({', '.join(_MODELS)}) or a folder of trained weights "
-                   f"[default: {registry.DEFAULT_MODEL}].")
+              help=f"A model of the registry ({', '.join(_MODELS)}), a folder of trained weights, or gatys "
+                   f"[default: {registry.DEFAULT_MODEL}; with --method adain: adain].")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=1.0, show_default=True,
-              help="Content-style trade-off: 0 keeps the content, 1 is full style.")
+              help="Content-style trade-off: 0 keeps the content, 1 is full style (gatys: scales the style weight).")
+@click.option("--mask", "masks", multiple=True,
+              help="A grayscale image per style (in order), white where that style goes; uncovered areas keep the "
+                   "content (adain). Repeatable.")
 @click.option("--style-weights", multiple=True,
               help="Weights for mixing several style images, e.g. 0.3,0.7 (normalised to sum to 1).")
 @click.option("--content-size", type=click.IntRange(min=1), default=None,
@@ -61,7 +95,9 @@ _SAMPLES_HELP = "Sample photos: " + ", ".join(SAMPLE_PREFIX + name for name in S
               help="Resize each style image first, likewise.")
 @click.option("--resize-by", type=click.Choice(["shorter", "longer"]), default="shorter", show_default=True,
               help="Which side --content-size and --style-size set.")
-@click.option("--preserve-color", is_flag=True, help="Keep the content's colours; take only luminance from the style.")
+@click.option("--preserve-color", type=click.Choice(list(COLOR_MODES)), is_flag=False, flag_value="luminance",
+              default=None, help="Keep the content's colours: luminance (the flag alone; only luminance from the "
+                                 "style) or histogram (the style's colours matched to the content's first).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @_weights_dir_option
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
@@ -69,15 +105,24 @@ _SAMPLES_HELP = "Sample photos: " + ", ".join(SAMPLE_PREFIX + name for name in S
 @click.option("--format", "image_format", type=click.Choice(["png", "jpg", "webp"]), default="png",
               show_default=True, help="Output format when writing into a folder.")
 @click.option("--skip-existing", is_flag=True, help="In folder mode, leave outputs that already exist alone.")
-def stylize(content, style, output, model, alpha, style_weights, content_size, style_size, resize_by,
-            preserve_color, device, weights_dir, quality, image_format, skip_existing):
+@_gatys_options
+def stylize(content, style, output, method, model, alpha, masks, style_weights, content_size, style_size, resize_by,
+            preserve_color, device, weights_dir, quality, image_format, skip_existing, **gatys_settings):
     """Paint CONTENT in the style of STYLE.
 
     CONTENT and STYLE are image files, folders of images, or sample photos (sample:NAME). Several STYLE
     files are mixed into one style (see --style-weights). A folder of contents and/or a folder of styles
     paints every content with every style into the folder given by -o.
+
+    With --method gatys, Ctrl-C stops the optimisation and writes the best image so far.
     """
+    gatys_settings = {key: value for key, value in gatys_settings.items() if value is not None}
+    if gatys_settings and not (method == "gatys" or model == "gatys"):
+        flags = ", ".join("--" + key.replace("_", "-") for key in sorted(gatys_settings))
+        raise BrushworkError(f"{flags}: settings of --method gatys")
     jobs, batch = _plan(content, list(style), output, image_format)
+    if masks and batch:
+        raise BrushworkError("--mask paints one content image, not folders")
     weights = _parse_weights(style_weights)
     style_weights_for(weights, len(jobs[0].styles))  # refuse bad weights before any work
     if skip_existing:
@@ -85,17 +130,26 @@ def stylize(content, style, output, model, alpha, style_weights, content_size, s
         if not jobs:
             click.echo("nothing to do: every output exists")
             return
-    stylizer = Stylizer(model, alpha=alpha, style_weights=weights,
+    stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=weights,
                         content_size=content_size, style_size=style_size, resize_by=resize_by,
-                        preserve_color=preserve_color, device=device, weights_dir=list(weights_dir))
+                        preserve_color=preserve_color, device=device, weights_dir=list(weights_dir), **gatys_settings)
     if not batch:
         job = jobs[0]
         start = time.perf_counter()
-        image = stylizer(job.content, job.styles)
+        image = stylizer(job.content, job.styles, masks=list(masks) or None)
         save_image(image, job.output, quality=quality)
         click.echo(f"wrote {job.output} ({image.width}x{image.height}, {time.perf_counter() - start:.2f} s)")
+        _stop_if_interrupted(stylizer, job.output)
         return
     _run_batch(stylizer, jobs, output, quality)
+
+
+def _stop_if_interrupted(stylizer: Stylizer, output: Path) -> None:
+    run = getattr(stylizer.model, "last_run", None)
+    if run is not None and run.interrupted:
+        click.echo(f"brushwork: interrupted after {run.evaluations} steps; {output} has the best image so far",
+                   err=True)
+        raise SystemExit(130)
 
 
 @dataclass
@@ -160,6 +214,7 @@ def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int)
             except BrushworkError as error:  # one bad file does not end the batch
                 failures += 1
                 tqdm.write(f"brushwork: skipped {job.output.name}: {error}", file=sys.stderr)
+            _stop_if_interrupted(stylizer, job.output)
     done = len(jobs) - failures
     click.echo(f"wrote {done} image(s) to {output} in {time.perf_counter() - start:.1f} s"
                + (f"; {failures} failed" if failures else ""))
@@ -184,9 +239,11 @@ def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int)
 @click.option("--max-styles", type=click.IntRange(min=1), default=None, help="Use the first N styles.")
 @click.option("--save-images", is_flag=True, help="Also write every output under OUTPUT/images/<model>/.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--steps", "gatys_steps", type=click.IntRange(min=1), default=None,
+              help="Steps of the gatys model [default: gatys's 300].")
 @_weights_dir_option
 def eval_command(content_dir, style_dir, output, models, loss_net, content_size, style_size, max_contents,
-                 max_styles, save_images, device, weights_dir):
+                 max_styles, save_images, device, gatys_steps, weights_dir):
     """Stylise every CONTENT_DIR x STYLE_DIR pair with each model and measure the results.
 
     Metrics: SSIM (grayscale) and content loss (relu4_1) and perceptual distance to the content; style loss
@@ -195,7 +252,8 @@ def eval_command(content_dir, style_dir, output, models, loss_net, content_size,
     evaluation = evaluate(content_dir, style_dir, list(models) or [registry.DEFAULT_MODEL], loss_net=loss_net,
                           content_size=content_size, style_size=style_size, max_contents=max_contents,
                           max_styles=max_styles, save_dir=output / "images" if save_images else None,
-                          device=device, weights_dir=list(weights_dir))
+                          device=device, weights_dir=list(weights_dir),
+                          gatys_options={"steps": gatys_steps} if gatys_steps else None)
     paths = write_report(evaluation, output)
     click.echo(summary_table(summarize(evaluation.records)))
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
@@ -221,17 +279,29 @@ def eval_command(content_dir, style_dir, output, models, loss_net, content_size,
 @click.option("--batch-size", type=click.IntRange(min=2), default=8, show_default=True, help="With --training.")
 @click.option("--crop", type=click.IntRange(min=16), default=256, show_default=True, help="With --training.")
 @click.option("--loss-net", type=click.Choice(["vgg16-hed", "vgg16", "vgg19"]), default="vgg16-hed",
-              show_default=True, help="With --training.")
+              show_default=True, help="With --training or --gatys-convergence.")
+@click.option("--steps", "gatys_steps", type=click.IntRange(min=1), default=None,
+              help="Steps of the gatys model (and of --gatys-convergence) [default: gatys's 300].")
+@click.option("--gatys-convergence", is_flag=True,
+              help="Time for Gatys to reach a given loss, coarse-to-fine against single-scale, at the first of "
+                   "--sizes, on a real photo and painting (--content, --style).")
+@click.option("--content", default="sample:astronaut", show_default=True, help="With --gatys-convergence.")
+@click.option("--style", default="sample:chelsea", show_default=True, help="With --gatys-convergence.")
 @_weights_dir_option
 def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, markdown_path, training,
-          batch_size, crop, loss_net, weights_dir):
+          batch_size, crop, loss_net, gatys_steps, gatys_convergence, content, style, weights_dir):
     """Latency (median, min-max of ROUNDS x RUNS after WARMUP) and peak memory per model, size and device.
 
     Each case runs in a fresh process. The baseline is the reference implementation's plain pattern (eager
     fp32, whole image; for --training, its training step with the contrastive loss built in Python loops),
     measured in the same run, so every figure is also a ratio.
     """
-    if training:
+    if gatys_convergence:
+        results = run_gatys_convergence(sizes.split(",")[0], steps=gatys_steps or 300, content=content, style=style,
+                                        device=(devices or ("cpu",))[0], loss_net=loss_net,
+                                        weights_dir=list(weights_dir))
+        table = convergence_table(results)
+    elif training:
         results = run_training_benchmark(batch_size=batch_size, crop=crop, device=(devices or ("cpu",))[0],
                                          loss_net=loss_net, runs=runs, warmup=warmup, rounds=rounds,
                                          weights_dir=list(weights_dir))
@@ -239,7 +309,7 @@ def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, 
     else:
         results = run_benchmark(list(models) or [registry.DEFAULT_MODEL], [s for s in sizes.split(",") if s],
                                 list(devices) or None, runs=runs, warmup=warmup, rounds=rounds,
-                                baseline=not no_baseline, weights_dir=list(weights_dir))
+                                baseline=not no_baseline, weights_dir=list(weights_dir), gatys_steps=gatys_steps)
         table = markdown_table(results)
     machine = describe_machine()
     if json_path:
@@ -253,7 +323,7 @@ def _train_options(command):
     """One option per training setting, generated from TrainConfig (None: keep the config file's value)."""
     types = {"str": str, "int": int, "float": float, "str | None": str, "int | None": int, "float | None": float}
     for setting in reversed(dataclasses.fields(TrainConfig)):
-        if setting.name == "weights_dir":
+        if setting.name in ("weights_dir", "method"):
             continue
         flag = "--" + setting.name.replace("_", "-")
         default = setting.default
@@ -267,7 +337,7 @@ def _train_options(command):
 
 
 @cli.command("train")
-@click.argument("method", type=click.Choice(["microast"]))
+@click.argument("method", type=click.Choice(list(METHOD_DEFAULTS)))
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file of settings (a [sweep] table runs every combination); options override it.")
 @click.option("--resume", is_flag=False, flag_value="last", default=None,
@@ -278,12 +348,14 @@ def train_command(method, config, resume, weights_dir, **settings):
     """Train METHOD on folders of content and style images (PyTorch Lightning).
 
     Writes checkpoints, CSV and TensorBoard logs (and W&B with --wandb), sample grids, and at the end the
-    weights as OUTPUT_DIR/weights/<part>.pth, which 'stylize --model OUTPUT_DIR/weights' reads.
+    weights in OUTPUT_DIR/weights/ (MicroAST: <part>.pth; AdaIN: decoder.pth, over the loss network as encoder),
+    which 'stylize --model OUTPUT_DIR/weights' reads. Defaults differ per method: AdaIN trains with style
+    weight 10 and no contrastive loss.
     """
     from .training import train
 
     settings["weights_dir"] = [str(d) for d in weights_dir] or None
-    runs = load_config(config, settings)
+    runs = load_config(config, settings, method)
     if resume and len(runs) > 1:
         raise BrushworkError("--resume continues one run, not a sweep")
     for name, run in runs:
@@ -343,6 +415,8 @@ def weights_verify(names, weights_dir):
         for item in registry.status(name, list(weights_dir), check=True):
             if item.found is None:
                 state = "missing"
+            elif not item.file.sha256:
+                state = f"present, no published checksum to check {item.found.path}"
             else:
                 state = f"ok {item.found.path}" if item.ok else f"MISMATCH {item.found.path}"
                 bad += not item.ok

@@ -48,25 +48,29 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
              loss_net: str = "vgg16-hed", content_size: int = 512, style_size: int = 512,
              max_contents: int | None = None, max_styles: int | None = None, sample_pairs: int = 6,
              save_dir: str | Path | None = None, device: str = "auto", weights_dir=None,
-             progress: bool = True) -> Evaluation:
+             progress: bool = True, gatys_options: dict | None = None) -> Evaluation:
     """Stylise every content with every style (the first ``max_*`` files by name) with each model.
 
     Inputs are resized so that their shorter side is ``content_size`` / ``style_size`` pixels. With
-    ``save_dir`` every output is also written there as ``<model>/<content>__<style>.jpg``.
+    ``save_dir`` every output is also written there as ``<model>/<content>__<style>.jpg``. ``gatys_options``
+    set the optimisation of the ``gatys`` model (``steps``, ...).
     """
     contents = _images_in(content_dir, "content")[:max_contents]
     styles = _images_in(style_dir, "style")[:max_styles]
     if not models:
         raise BrushworkError("name at least one model to evaluate")
     # The content is read and resized once here; each model's Stylizer encodes each style once.
-    stylizers = {name: Stylizer(load_model(name, device=device, weights_dir=weights_dir), style_size=style_size)
+    stylizers = {name: Stylizer(load_model(name, device=device, weights_dir=weights_dir,
+                                           **({"progress": False, **(gatys_options or {})} if name == "gatys" else {})),
+                                style_size=style_size)
                  for name in models}
     scorer = Metrics(loss_net, device=device, weights_dir=weights_dir)
     pairs = [(c, s) for c in contents for s in styles]
     count = min(sample_pairs, len(pairs))
     shown = {pairs[round(i * (len(pairs) - 1) / max(1, count - 1))] for i in range(count)}  # spread evenly
     result = Evaluation(settings=dict(loss_net=loss_net, content_size=content_size, style_size=style_size,
-                                      contents=len(contents), styles=len(styles), models=list(models)))
+                                      contents=len(contents), styles=len(styles), models=list(models),
+                                      **({"gatys": gatys_options} if gatys_options and "gatys" in models else {})))
     style_cache: dict[Path, tuple] = {}
     with tqdm(total=len(pairs) * len(models), desc="evaluating", unit="image", disable=not progress) as bar:
         for content_path in contents:

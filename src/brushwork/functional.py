@@ -85,3 +85,31 @@ def preserve_color(stylised: torch.Tensor, content: torch.Tensor) -> torch.Tenso
     luma = rgb_to_ycbcr(stylised)[:, :1]
     chroma = rgb_to_ycbcr(content)[:, 1:]
     return ycbcr_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(0, 1)
+
+
+def match_color(source: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Colour histogram matching to first and second order: an affine map of ``source``'s RGB values so that
+    their mean and covariance become ``reference``'s (Gatys et al. 2017, "Controlling Perceptual Factors in
+    Neural Style Transfer", used on the style before stylising to keep the content's colours).
+
+    Both are 1x3xHxW RGB in [0, 1] (sizes may differ); the result has ``source``'s shape, clamped to [0, 1].
+    The map is x -> C_r^1/2 C_s^-1/2 (x - mu_s) + mu_r with symmetric matrix square roots.
+    """
+    def stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = image.double().reshape(3, -1)
+        mean = flat.mean(dim=1, keepdim=True)
+        centred = flat - mean
+        return mean, centred @ centred.T / centred.shape[1] + eps * torch.eye(3, dtype=flat.dtype, device=flat.device)
+
+    def matrix_power(matrix: torch.Tensor, power: float) -> torch.Tensor:
+        values, vectors = torch.linalg.eigh(matrix)
+        return vectors @ torch.diag(values.clamp_min(eps) ** power) @ vectors.T
+
+    if source.shape[:2] != (1, 3) or reference.shape[:2] != (1, 3):
+        raise ValueError("match_color takes 1x3xHxW images")
+    source_mean, source_cov = stats(source)
+    reference_mean, reference_cov = stats(reference)
+    transform = matrix_power(reference_cov, 0.5) @ matrix_power(source_cov, -0.5)
+    flat = source.double().reshape(3, -1)
+    matched = transform @ (flat - source_mean) + reference_mean
+    return matched.reshape(source.shape).to(source.dtype).clamp(0, 1)

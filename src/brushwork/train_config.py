@@ -22,19 +22,29 @@ def _setting(default, help: str, **kwargs):
     return field(default=default, metadata={"help": help}, **kwargs)
 
 
+#: Methods the trainer knows, with the settings whose defaults differ from MicroAST's (AdaIN's paper: style
+#: weight 10, no contrastive loss).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "microast": {},
+    "adain": {"style_weight": 10.0, "ssc_weight": 0.0, "output_dir": "runs/adain"},
+}
+
+
 @dataclass
 class TrainConfig:
-    """Every training setting. Defaults follow the MicroAST paper."""
+    """Every training setting. Defaults follow the MicroAST paper; :data:`METHOD_DEFAULTS` changes some per
+    method."""
 
+    method: str = _setting("microast", "What to train: microast or adain.")
     content_dir: str = _setting("", "Folder of content images (searched recursively).")
     style_dir: str = _setting("", "Folder of style images (searched recursively).")
     output_dir: str = _setting("runs/microast", "Folder for checkpoints, logs, sample grids and the weights.")
-    decoder: str = _setting("bilinear", "Decoder head: bilinear (official), tuned (bicubic + 15x15 final "
-                                        "convolution) or transposed.")
+    decoder: str = _setting("bilinear", "MicroAST decoder head: bilinear (official), tuned (bicubic + 15x15 "
+                                        "final convolution) or transposed.")
     init_from: str | None = _setting(None, "Start from a registry model, a .ckpt checkpoint or a folder of "
                                            "exported weights (fine-tuning).")
-    loss_net: str = _setting("auto", "vgg19, vgg16, vgg16-hed, or auto: the first of those whose weights are "
-                                     "at hand.")
+    loss_net: str = _setting("auto", "vgg19, vgg16, vgg16-hed, vgg19-normalised, or auto: the first of those "
+                                     "whose weights are at hand. For AdaIN it is also the encoder.")
     content_loss: str = _setting("mse", "Content loss on relu4_1: mse, l1 or cosine.")
     style_loss: str = _setting("mean_std", "Style loss over relu1_1..relu4_1: mean_std or gram.")
     content_weight: float = _setting(1.0, "Weight of the content loss.")
@@ -66,7 +76,10 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         checks = [
+            (self.method in METHOD_DEFAULTS, f"method must be one of {', '.join(METHOD_DEFAULTS)}"),
             (bool(self.content_dir and self.style_dir), "give content_dir and style_dir"),
+            (self.method == "microast" or self.ssc_weight == 0,
+             "the style-signal contrastive loss (ssc_weight) is MicroAST's"),
             (self.decoder in DECODER_HEADS, f"decoder must be one of {', '.join(DECODER_HEADS)}"),
             (self.loss_net == "auto" or self.loss_net in LOSS_NETWORKS,
              f"loss_net must be auto or one of {', '.join(LOSS_NETWORKS)}"),
@@ -92,8 +105,10 @@ class TrainConfig:
         return {f.name for f in dataclasses.fields(cls)}
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any]) -> list[tuple[str, TrainConfig]]:
-    """Configurations from a TOML file plus overrides: one, or one per combination of a ``[sweep]`` table.
+def load_config(path: str | Path | None, overrides: dict[str, Any],
+                method: str = "microast") -> list[tuple[str, TrainConfig]]:
+    """Configurations of ``method`` from a TOML file plus overrides: one, or one per combination of a ``[sweep]``
+    table. The method's defaults (:data:`METHOD_DEFAULTS`) come first, then the file, then the overrides.
 
     A sweep lists values per setting (``style_weight = [3.0, 6.0]``); each run gets its own output folder,
     named after its values, under ``output_dir``.
@@ -105,6 +120,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> list[tupl
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise BrushworkError(f"{path}: cannot read the training config ({error})") from None
     sweep = values.pop("sweep", {})
+    if method not in METHOD_DEFAULTS:
+        raise BrushworkError(f"unknown method {method!r}; trainable: {', '.join(METHOD_DEFAULTS)}")
+    if values.setdefault("method", method) != method:
+        raise BrushworkError(f"{path} is a {values['method']} config, not {method}")
+    values = {**METHOD_DEFAULTS[method], **values}
     values.update({key: value for key, value in overrides.items() if value is not None})
     unknown = (set(values) | set(sweep)) - TrainConfig.fields()
     if unknown:

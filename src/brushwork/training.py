@@ -1,7 +1,8 @@
-"""Training MicroAST with PyTorch Lightning.
+"""Training style-transfer networks (MicroAST, AdaIN) with PyTorch Lightning.
 
-The settings are a :class:`~brushwork.train_config.TrainConfig`. :class:`MicroASTTraining` is the
-``LightningModule``: the losses of one step and the optimiser. :func:`train` builds the ``Trainer`` (devices,
+The settings are a :class:`~brushwork.train_config.TrainConfig`. :class:`StyleTransferTraining` is the
+``LightningModule`` every method shares (loss terms, logging, optimiser); a subclass per method builds the network
+and computes its losses. :func:`train` builds the ``Trainer`` (devices,
 precision, checkpoints and resume, gradient clipping, CSV/TensorBoard/W&B loggers, a grid of sample stylisations)
 and writes the trained weights where ``load_model`` can read them.
 """
@@ -28,26 +29,47 @@ from . import weights as registry
 from .data import ContentStylePairs, find_images, pair_loader, random_crop
 from .errors import BrushworkError, ImageError
 from .images import load_image, save_image, to_image
-from .methods import microast
+from .functional import adaptive_instance_norm, mean_std
+from .methods import adain, microast
+from .methods.adain import AdaIN, AdaINDecoder
 from .methods.microast import MicroAST
 from .train_config import TrainConfig
-from .vgg import LOSS_NETWORKS, VGGFeatures, load_loss_network
+from .vgg import LOSS_NETWORKS, VGGFeatures, choose_loss_net, load_loss_network
 
 log = logging.getLogger(__name__)
 
 
-class MicroASTTraining(pl.LightningModule):
-    """One MicroAST training step: content, style and contrastive losses (plus the optional ones)."""
+class StyleTransferTraining(pl.LightningModule):
+    """What every trained method shares: weighted loss terms, their logging, Adam with the paper's decay.
+
+    A method's subclass builds ``self.model`` (the trained part only: the frozen loss network is never part of
+    the trained state, so it stays out of the checkpoints), computes its loss terms, starts from given weights
+    and exports what ``load_model`` reads.
+    """
 
     def __init__(self, config: dict[str, Any], loss_network: VGGFeatures | None = None):
         super().__init__()
         self.save_hyperparameters(config)
-        self.config = TrainConfig(**config)
-        self.model = MicroAST(self.config.decoder)
-        # The frozen loss network is not part of the trained state, so it is kept out of the checkpoints.
+        self.config = TrainConfig(**{k: v for k, v in config.items() if k in TrainConfig.fields()})
         self.__dict__["loss_network"] = loss_network
+        self.model = self.build_model()
         self.running = torch.nn.ModuleDict({name: RunningMean(window=self.config.log_every)
                                             for name in ("total", *self.loss_weights())})
+
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def compute_losses(self, content: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The stylised batch and every loss term (unweighted)."""
+        raise NotImplementedError
+
+    def load_initial(self, source: str, weights_dir) -> None:
+        """Start from a registry model, a Lightning checkpoint or a folder of exported weights."""
+        raise NotImplementedError
+
+    def export(self, folder: Path, steps: int) -> Path:
+        """Write the trained weights where ``load_model`` reads them, with a ``training.json``."""
+        raise NotImplementedError
 
     def loss_weights(self) -> dict[str, float]:
         """The loss terms in use, with their weights."""
@@ -63,33 +85,26 @@ class MicroASTTraining(pl.LightningModule):
             layers += losses.PERCEPTUAL_LAYERS
         return tuple(dict.fromkeys(layers))
 
-    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        return self.model(content, style)
-
-    def compute_losses(self, content: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The stylised batch and every loss term (unweighted)."""
+    def _require_loss_network(self) -> VGGFeatures:
         if self.loss_network is None:
-            raise RuntimeError("MicroASTTraining needs a loss network to compute losses")
-        signals = self.model.encode_style(style)
-        output = self.model.decode(content, signals)
-        output_features = self.loss_network(output)
-        with torch.no_grad():
-            content_features = self.loss_network(content)
-            style_features = self.loss_network(style)
+            raise RuntimeError(f"{type(self).__name__} needs a loss network to compute losses")
+        return self.loss_network
+
+    def common_terms(self, output: torch.Tensor, output_features, content_features, style_features,
+                     content_target=None) -> dict[str, torch.Tensor]:
+        """The terms every method shares; ``content_target`` replaces the content's features in the content
+        loss (AdaIN compares with the AdaIN output, not with the content)."""
         weights, terms = self.loss_weights(), {}
         if "content" in weights:
-            terms["content"] = losses.CONTENT_LOSSES[self.config.content_loss](output_features, content_features)
+            terms["content"] = losses.CONTENT_LOSSES[self.config.content_loss](
+                output_features, content_target if content_target is not None else content_features)
         if "style" in weights:
             terms["style"] = losses.STYLE_LOSSES[self.config.style_loss](output_features, style_features)
-        if "ssc" in weights:
-            output_signals = self.model.encode_style(output)
-            terms["ssc"] = losses.style_signal_contrastive_loss(
-                output_signals.components(), signals.components(), self.config.ssc_negatives)
         if "tv" in weights:
             terms["tv"] = losses.total_variation(output)
         if "perceptual" in weights:
             terms["perceptual"] = losses.perceptual_distance(output_features, content_features)
-        return output, terms
+        return terms
 
     def training_step(self, batch, batch_index):
         content, style = batch
@@ -113,6 +128,124 @@ class MicroASTTraining(pl.LightningModule):
 
     def on_fit_start(self):
         self.loss_network.to(self.device)
+
+    def _training_record(self, steps: int, **extra) -> str:
+        return json.dumps({"method": self.config.method, "steps": steps, **extra,
+                           "config": dataclasses.asdict(self.config)}, indent=1)
+
+    @staticmethod
+    def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+
+
+class MicroASTTraining(StyleTransferTraining):
+    """One MicroAST training step: content, style and contrastive losses (plus the optional ones)."""
+
+    def build_model(self) -> MicroAST:
+        return MicroAST(self.config.decoder)
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return self.model(content, style)
+
+    def compute_losses(self, content: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        network = self._require_loss_network()
+        signals = self.model.encode_style(style)
+        output = self.model.decode(content, signals)
+        output_features = network(output)
+        with torch.no_grad():
+            content_features = network(content)
+            style_features = network(style)
+        terms = self.common_terms(output, output_features, content_features, style_features)
+        if "ssc" in self.loss_weights():
+            output_signals = self.model.encode_style(output)
+            terms["ssc"] = losses.style_signal_contrastive_loss(
+                output_signals.components(), signals.components(), self.config.ssc_negatives)
+        return output, terms
+
+    def load_initial(self, source: str, weights_dir) -> None:
+        """A decoder head of another kind than the one being trained is left at its fresh initialisation (with a
+        warning)."""
+        path = Path(source)
+        if path.is_file() and path.suffix == ".ckpt":
+            state = self._checkpoint_state(path)
+        else:
+            paths = microast.find_parts(path) if path.is_dir() else registry.resolve(source, weights_dir)
+            state = {f"{part}.{key}": value for part in microast.PARTS
+                     for key, value in registry.read_state_dict(paths[part]).items()}
+        own = self.model.state_dict()
+        fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        skipped = sorted(set(own) - set(fitting))
+        if any(not key.startswith("decoder.dec3.") for key in skipped):
+            raise BrushworkError(f"{source}: does not fit MicroAST (no weights for {skipped[0]})")
+        if skipped:
+            log.warning("%s has another decoder head than %r: the head starts from scratch", source,
+                        self.config.decoder)
+        self.model.load_state_dict(fitting, strict=False)
+
+    def export(self, folder: Path, steps: int) -> Path:
+        """The four state dicts as ``<part>.pth``, and a ``training.json``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for part in microast.PARTS:
+            torch.save({k: v.detach().cpu().float() for k, v in getattr(self.model, part).state_dict().items()},
+                       folder / f"{part}.pth")
+        (folder / "training.json").write_text(self._training_record(steps))
+        return folder
+
+
+class AdaINTraining(StyleTransferTraining):
+    """One AdaIN training step (the paper's): the decoder learns to invert the encoder after AdaIN; content loss
+    against the AdaIN output t at relu4_1, style loss against the style image. The loss network is the
+    encoder, so the trained decoder belongs to that network (recorded in ``training.json``)."""
+
+    def build_model(self) -> AdaINDecoder:
+        if self.loss_network is not None:
+            return AdaINDecoder(self.loss_network.architecture)
+        encoder = LOSS_NETWORKS.get(self.hparams.get("encoder") or self.config.loss_net)
+        return AdaINDecoder(encoder.architecture if encoder else "vgg19")
+
+    def adain(self) -> AdaIN:
+        return AdaIN(self._require_loss_network(), self.model)
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        model = self.adain()
+        return model.stylize(content, [model.encode_style(style)])
+
+    def compute_losses(self, content: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        network = self._require_loss_network()
+        with torch.no_grad():
+            content_features = network(content)
+            style_features = network(style)
+            target = adaptive_instance_norm(content_features[adain.ENCODER_LAYER],
+                                            *mean_std(style_features[adain.ENCODER_LAYER]))
+        output = self.model(target)
+        output_features = network(output)
+        terms = self.common_terms(output, output_features, content_features, style_features,
+                                  content_target={losses.CONTENT_LAYER: target})
+        return output, terms
+
+    def load_initial(self, source: str, weights_dir) -> None:
+        path = Path(source)
+        if path.is_file() and path.suffix == ".ckpt":
+            state = self._checkpoint_state(path)
+        else:
+            decoder = adain.find_decoder(path) if path.is_dir() else registry.resolve(source, weights_dir)["decoder"]
+            state = registry.read_state_dict(decoder)
+        try:
+            self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as error:
+            raise BrushworkError(f"{source}: does not fit this AdaIN decoder ({str(error).splitlines()[0]})") from None
+
+    def export(self, folder: Path, steps: int) -> Path:
+        """``decoder.pth`` and a ``training.json`` naming the encoder it belongs to."""
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu().float() for k, v in self.model.state_dict().items()}, folder / "decoder.pth")
+        (folder / "training.json").write_text(self._training_record(steps, encoder=self.hparams.get("encoder", self.config.loss_net)))
+        return folder
+
+
+#: The LightningModule of each trainable method.
+TRAINERS: dict[str, type[StyleTransferTraining]] = {"microast": MicroASTTraining, "adain": AdaINTraining}
 
 
 class SampleGrid(Callback):
@@ -150,58 +283,12 @@ class SampleGrid(Callback):
         return path
 
 
-def choose_loss_net(name: str, weights_dir) -> str:
-    """``auto``: the most preferred loss network whose weights are already at hand, else vgg16-hed."""
-    if name != "auto":
-        return name
-    for candidate in LOSS_NETWORKS:  # in order of preference: vgg19, vgg16, vgg16-hed
-        if all(s.found for s in registry.status(candidate, weights_dir)):
-            return candidate
-    return "vgg16-hed"
-
-
 def choose_precision(precision: str, accelerator: str) -> str:
     if precision != "auto":
         return precision
     if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
-
-
-def initial_weights(module: MicroASTTraining, source: str, weights_dir) -> None:
-    """Start from a registry model, a Lightning checkpoint or a folder of exported weights. A decoder head of
-    another kind than the one being trained is left at its fresh initialisation (with a warning)."""
-    path = Path(source)
-    if path.is_file() and path.suffix == ".ckpt":
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    else:
-        if path.is_dir():
-            paths = microast.find_parts(path)
-        else:
-            paths = registry.resolve(source, weights_dir)
-        state = {f"{part}.{key}": value for part in microast.PARTS
-                 for key, value in registry.read_state_dict(paths[part]).items()}
-    own = module.model.state_dict()
-    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(own) - set(fitting))
-    if any(not key.startswith("decoder.dec3.") for key in skipped):
-        raise BrushworkError(f"{source}: does not fit MicroAST (no weights for {skipped[0]})")
-    if skipped:
-        log.warning("%s has another decoder head than %r: the head starts from scratch", source,
-                    module.config.decoder)
-    module.model.load_state_dict(fitting, strict=False)
-
-
-def export_weights(model: MicroAST, folder: Path, config: TrainConfig, steps: int) -> Path:
-    """Write the four state dicts as ``<part>.pth`` (readable by ``load_model``) and a ``training.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for part in microast.PARTS:
-        torch.save({k: v.detach().cpu().float() for k, v in getattr(model, part).state_dict().items()},
-                   folder / f"{part}.pth")
-    record = {"steps": steps, "config": dataclasses.asdict(config)}
-    (folder / "training.json").write_text(json.dumps(record, indent=1))
-    return folder
 
 
 def train(config: TrainConfig, resume: str | None = None) -> Path:
@@ -216,10 +303,11 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
             raise BrushworkError(f"{resume_path}: no checkpoint to resume from")
     pl.seed_everything(config.seed, workers=True, verbose=False)
     loss_net = choose_loss_net(config.loss_net, config.weights_dir)
-    network = load_loss_network(loss_net, MicroASTTraining.loss_layers(config), weights_dir=config.weights_dir)
-    module = MicroASTTraining(dataclasses.asdict(config), network)
+    trainer_class = TRAINERS[config.method]
+    network = load_loss_network(loss_net, trainer_class.loss_layers(config), weights_dir=config.weights_dir)
+    module = trainer_class({**dataclasses.asdict(config), "encoder": loss_net}, network)
     if config.init_from and resume_path is None:
-        initial_weights(module, config.init_from, config.weights_dir)
+        module.load_initial(config.init_from, config.weights_dir)
 
     start_step = torch.load(resume_path, map_location="cpu", weights_only=False)["global_step"] if resume_path else 0
     # A resumed run draws new crops instead of repeating the ones it has seen.
@@ -250,15 +338,14 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
             SampleGrid(sample_pairs(config), out / "samples", config.sample_every),
         ],
     )
-    log.info("training MicroAST (%s decoder) with loss network %s on %s", config.decoder, loss_net,
-             trainer.strategy.root_device)
+    log.info("training %s with loss network %s on %s", config.method, loss_net, trainer.strategy.root_device)
     with warnings.catch_warnings():
         # Handled: each data-loader worker draws its own stream, and a resumed run reseeds it with the step.
         warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined")
         warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
         warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")
         trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_path)
-    return export_weights(module.model, out / "weights", config, trainer.global_step)
+    return module.export(out / "weights", trainer.global_step)
 
 
 def sample_pairs(config: TrainConfig, count: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:

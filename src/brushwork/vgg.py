@@ -7,7 +7,10 @@ own preprocessing, so callers never think about it. Weights come from the regist
 - ``vgg16`` / ``vgg19``: torchvision's ImageNet weights (state-dict keys ``features.<index>.weight``), ImageNet
   mean/std preprocessing, floor-mode pooling, as torchvision defines the networks;
 - ``vgg16-hed``: VGG16 from HED (Keras 3 ``.weights.h5``, read with h5py), BGR 0-255 minus the Caffe mean,
-  ceil-mode ("same") pooling, as in that network.
+  ceil-mode ("same") pooling, as in that network;
+- ``vgg19-normalised``: AdaIN's encoder (pytorch-AdaIN's ``vgg_normalised.pth``): a learned 1x1 input convolution
+  (RGB [0, 1] -> Caffe BGR), reflection padding, ceil-mode pooling; its ``nn.Sequential`` indices are mapped to
+  torchvision's by :func:`read_adain_vgg`.
 """
 
 from __future__ import annotations
@@ -67,10 +70,18 @@ class CaffeBGR(nn.Module):
         return image.flip(1) * 255.0 - self.mean
 
 
+class InputConv(nn.Conv2d):
+    """A learned 1x1 convolution as preprocessing (AdaIN's normalised VGG19 starts with one)."""
+
+    def __init__(self):
+        super().__init__(3, 3, 1)
+
+
 class VGGFeatures(nn.Module):
     """VGG features by layer name. ``features`` has torchvision's indices, so its state dicts load by key."""
 
-    def __init__(self, architecture: str, layers: Iterable[str], preprocess: nn.Module, ceil_mode: bool = False):
+    def __init__(self, architecture: str, layers: Iterable[str], preprocess: nn.Module, ceil_mode: bool = False,
+                 padding_mode: str = "zeros"):
         super().__init__()
         if architecture not in BLOCKS:
             raise ValueError(f"unknown VGG {architecture!r}; choose from {', '.join(BLOCKS)}")
@@ -87,7 +98,7 @@ class VGGFeatures(nn.Module):
         for name in self.names:
             if name.startswith("conv"):
                 width = BLOCKS[architecture][int(name[4]) - 1][int(name[6]) - 1]
-                modules.append(nn.Conv2d(channels, width, 3, padding=1))
+                modules.append(nn.Conv2d(channels, width, 3, padding=1, padding_mode=padding_mode))
                 channels = width
             elif name.startswith("relu"):
                 modules.append(nn.ReLU())  # not in place: a conv output may be a requested layer
@@ -117,33 +128,57 @@ class LossNetwork:
     architecture: str
     preprocess: type[nn.Module]
     ceil_mode: bool
+    padding_mode: str = "zeros"
 
 
+#: Every loss network by registry name (``choose_loss_net`` picks one for ``auto``).
 LOSS_NETWORKS = {
     "vgg19": LossNetwork("vgg19", ImageNetNormalize, ceil_mode=False),
     "vgg16": LossNetwork("vgg16", ImageNetNormalize, ceil_mode=False),
     "vgg16-hed": LossNetwork("vgg16", CaffeBGR, ceil_mode=True),
+    "vgg19-normalised": LossNetwork("vgg19", InputConv, ceil_mode=True, padding_mode="reflect"),
 }
+
+
+def choose_loss_net(name: str, weights_dir=None) -> str:
+    """``auto``: the most preferred loss network whose weights are already at hand, else vgg16-hed."""
+    if name != "auto":
+        return name
+    for candidate in ("vgg19", "vgg16", "vgg16-hed"):  # the ImageNet networks first
+        if all(s.found for s in registry.status(candidate, weights_dir)):
+            return candidate
+    return "vgg16-hed"
 
 
 def load_loss_network(name: str, layers: Sequence[str], *, device: str | torch.device = "cpu",
                       weights_dir=None) -> VGGFeatures:
-    """A frozen VGG feature extractor from the registry entry ``name`` (vgg19, vgg16 or vgg16-hed)."""
+    """A frozen VGG feature extractor from the registry entry ``name`` (one of :data:`LOSS_NETWORKS`)."""
     if name not in LOSS_NETWORKS:
         raise BrushworkError(f"unknown loss network {name!r}; choose from {', '.join(LOSS_NETWORKS)}")
     spec = LOSS_NETWORKS[name]
     try:
-        network = VGGFeatures(spec.architecture, layers, spec.preprocess(), spec.ceil_mode)
+        network = VGGFeatures(spec.architecture, layers, spec.preprocess(), spec.ceil_mode, spec.padding_mode)
     except ValueError as error:
         raise BrushworkError(str(error)) from None
     path = registry.resolve(name, weights_dir)["features"]
-    state = read_hed_h5(path) if path.suffix == ".h5" else registry.read_state_dict(path)
+    if path.suffix == ".h5":
+        state = read_hed_h5(path)
+    elif name == "vgg19-normalised":
+        state = read_adain_vgg(registry.read_state_dict(path), path)
+    else:
+        state = registry.read_state_dict(path)
     load_features(network, state, path)
     return network.to(device)
 
 
 def load_features(network: VGGFeatures, state: dict[str, torch.Tensor], source: Path | str) -> None:
-    """Load the convolutions the network has from a torchvision-layout state dict (other keys are ignored)."""
+    """Load the convolutions the network has from a torchvision-layout state dict (other keys are ignored), and
+    the learned preprocessing (``preprocess.*``) where the network has one."""
+    learned = network.preprocess.state_dict() if isinstance(network.preprocess, InputConv) else {}
+    if learned:
+        if any(f"preprocess.{key}" not in state for key in learned):
+            raise WeightsError(f"{source}: no weights for the input convolution of {network.architecture}")
+        network.preprocess.load_state_dict({key: state[f"preprocess.{key}"] for key in learned})
     wanted = network.features.state_dict()
     missing = [key for key in wanted if f"features.{key}" not in state]
     if missing:
@@ -175,3 +210,25 @@ def read_hed_h5(path: Path | str) -> dict[str, torch.Tensor]:
     except (OSError, KeyError) as error:
         raise WeightsError(f"{path}: not a HED VGG16 weights file ({error})") from None
     return state
+
+
+def read_adain_vgg(state: dict[str, torch.Tensor], source: Path | str = "vgg") -> dict[str, torch.Tensor]:
+    """pytorch-AdaIN's ``vgg_normalised.pth`` (one ``nn.Sequential``: a 1x1 convolution, then VGG19 with a
+    reflection-padding module before every 3x3 convolution) as a torchvision-layout state dict plus
+    ``preprocess.*`` for the 1x1 convolution. Convolutions are matched in order."""
+    def index(key: str) -> int:
+        return int(key.split(".")[0])
+
+    try:
+        convs = sorted({index(key) for key in state if key.endswith(".weight") and state[key].dim() == 4})
+    except ValueError:
+        raise WeightsError(f"{source}: not an AdaIN VGG state dict (keys like '0.weight' expected)") from None
+    if not convs or state[f"{convs[0]}.weight"].shape[-1] != 1:
+        raise WeightsError(f"{source}: not an AdaIN VGG state dict (no 1x1 input convolution first)")
+    names = layer_names("vgg19")
+    targets = [i for i, name in enumerate(names) if name.startswith("conv")]
+    result = {"preprocess.weight": state[f"{convs[0]}.weight"], "preprocess.bias": state[f"{convs[0]}.bias"]}
+    for source_index, target_index in zip(convs[1:], targets):
+        result[f"features.{target_index}.weight"] = state[f"{source_index}.weight"]
+        result[f"features.{target_index}.bias"] = state[f"{source_index}.bias"]
+    return result

