@@ -158,13 +158,15 @@ def test_gatys_from_the_command_line(tmp_path, pair, weights_dir):
     content, style, _ = pair
     out = tmp_path / "gatys.png"
     run = brushwork("stylize", content, style, "-o", out, "--method", "gatys", "--steps", 4, "--content-size", 48,
-                    "--loss-net", "vgg16-hed", "--preserve-color", "--weights-dir", weights_dir)
+                    "--loss-net", "vgg16-hed", "--match-color", "--weights-dir", weights_dir)
     assert run.returncode == 0, run.stderr
     assert "gatys 48x48" in run.stderr  # the progress bar, with the losses
     with Image.open(out) as image:
         assert image.size == (48, 48)
     misplaced = brushwork("stylize", content, style, "-o", out, "--steps", 4, "--weights-dir", weights_dir)
     assert_one_line_error(misplaced, 2, "--steps: settings of --method gatys")
+    both = brushwork("stylize", "--preserve-color", "--match-color", content, style, "-o", out)
+    assert_one_line_error(both, 2, "choose one of --preserve-color and --match-color")
 
 
 def test_ctrl_c_writes_the_best_gatys_image_so_far(tmp_path, pair, weights_dir):

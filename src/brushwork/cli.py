@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from . import __version__
 from . import weights as registry
-from .api import COLOR_MODES, METHODS, Stylizer, style_weights_for
+from .api import METHODS, Stylizer, style_weights_for
 from .benchmark import (DEFAULT_SIZES, convergence_table, describe_machine, markdown_table, run_benchmark,
                         run_gatys_convergence, run_training_benchmark, training_table)
 from .errors import BrushworkError
@@ -95,9 +95,11 @@ def _gatys_options(command):
               help="Resize each style image first, likewise.")
 @click.option("--resize-by", type=click.Choice(["shorter", "longer"]), default="shorter", show_default=True,
               help="Which side --content-size and --style-size set.")
-@click.option("--preserve-color", type=click.Choice(list(COLOR_MODES)), is_flag=False, flag_value="luminance",
-              default=None, help="Keep the content's colours: luminance (the flag alone; only luminance from the "
-                                 "style) or histogram (the style's colours matched to the content's first).")
+@click.option("--preserve-color", is_flag=True,
+              help="Keep the content's colours: take only luminance from the stylised image.")
+@click.option("--match-color", is_flag=True,
+              help="Keep the content's colours by matching each style's colours (mean and covariance) to the "
+                   "content's before stylising.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @_weights_dir_option
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
@@ -107,7 +109,7 @@ def _gatys_options(command):
 @click.option("--skip-existing", is_flag=True, help="In folder mode, leave outputs that already exist alone.")
 @_gatys_options
 def stylize(content, style, output, method, model, alpha, masks, style_weights, content_size, style_size, resize_by,
-            preserve_color, device, weights_dir, quality, image_format, skip_existing, **gatys_settings):
+            preserve_color, match_color, device, weights_dir, quality, image_format, skip_existing, **gatys_settings):
     """Paint CONTENT in the style of STYLE.
 
     CONTENT and STYLE are image files, folders of images, or sample photos (sample:NAME). Several STYLE
@@ -120,6 +122,9 @@ def stylize(content, style, output, method, model, alpha, masks, style_weights, 
     if gatys_settings and not (method == "gatys" or model == "gatys"):
         flags = ", ".join("--" + key.replace("_", "-") for key in sorted(gatys_settings))
         raise BrushworkError(f"{flags}: settings of --method gatys")
+    if preserve_color and match_color:
+        raise BrushworkError("choose one of --preserve-color and --match-color")
+    color = "luminance" if preserve_color else "histogram" if match_color else None
     jobs, batch = _plan(content, list(style), output, image_format)
     if masks and batch:
         raise BrushworkError("--mask paints one content image, not folders")
@@ -132,7 +137,7 @@ def stylize(content, style, output, method, model, alpha, masks, style_weights, 
             return
     stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=weights,
                         content_size=content_size, style_size=style_size, resize_by=resize_by,
-                        preserve_color=preserve_color, device=device, weights_dir=list(weights_dir), **gatys_settings)
+                        preserve_color=color, device=device, weights_dir=list(weights_dir), **gatys_settings)
     if not batch:
         job = jobs[0]
         start = time.perf_counter()
