@@ -13,7 +13,6 @@ from brushwork import weights
 from brushwork.errors import BrushworkError
 from brushwork.functional import adaptive_instance_norm, mean_std
 from brushwork.images import load_image, resize, to_tensor
-from brushwork.losses import style_loss
 from brushwork.methods import adain
 from brushwork.vgg import InputConv, VGGFeatures, load_loss_network, read_adain_vgg
 

@@ -16,7 +16,6 @@ from PIL import Image
 import brushwork
 from brushwork import data, losses
 from brushwork.errors import BrushworkError
-from brushwork.methods import microast
 from brushwork.train_config import TrainConfig, load_config
 
 # ------------------------------------------------------------------------------------------ losses

@@ -6,7 +6,7 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
 from PIL import Image
