@@ -1,0 +1,132 @@
+"""The FastAPI application: the REST API, the web page, and errors as one-line JSON, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import random
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import BrushworkError, WeightsError
+from . import routes
+from .db import connect
+from .inference import InferenceQueue, QueueFull
+from .settings import Settings
+from .storage import ImageStore
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("brushwork.server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app over a data folder and database; everything in them survives a restart."""
+    settings = settings or Settings()
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    services = routes.Services(
+        settings=settings,
+        store=ImageStore(data_dir / "images"),
+        sessions=connect(settings.database),
+        queue=InferenceQueue(settings.workers, settings.queue_size, settings.device, settings.weights_dirs),
+        rng=random.Random(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        services.queue.close()
+        services.sessions.kw["bind"].dispose()
+
+    app = FastAPI(
+        title="brushwork", version=__version__, lifespan=lifespan,
+        description="Neural style transfer: stylise photos with MicroAST, AdaIN or Gatys, keep the results in a "
+                    "gallery, and measure preference and deception rates with real people.",
+    )
+    app.state.services = services
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.include_router(routes.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = []
+        for problem in error.errors():
+            where = ".".join(str(part) for part in problem["loc"][1:]) or problem["loc"][0]
+            problems.append(f"{where}: {problem['msg']}")
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+    @app.exception_handler(WeightsError)
+    async def no_weights(request: Request, error: WeightsError) -> JSONResponse:
+        log.error("weights unavailable: %s", error)
+        return JSONResponse({"detail": f"this model's weights are not available on the server: {error}"},
+                            status_code=503)
+
+    @app.exception_handler(BrushworkError)
+    async def bad_input(request: Request, error: BrushworkError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
+    @app.exception_handler(QueueFull)
+    async def busy(request: Request, error: QueueFull) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(MemoryError)
+    @app.exception_handler(torch.OutOfMemoryError)
+    async def out_of_memory(request: Request, error: Exception) -> JSONResponse:
+        log.error("out of memory on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "out of memory; try a smaller size"}, status_code=503)
+
+    # Starlette raises the exception again after this answer, so the server logs its traceback (only there).
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "internal server error; the server's log has the details"}, status_code=500)
+
+
+class BodyLimit:
+    """Refuse a request body over the limit with a JSON 413: at once when its Content-Length says so, else as
+    soon as the bytes read pass the limit (FastAPI's own limit answers in plain text)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.message = f"the request is larger than this server's limit of {max_bytes / 2**20:g} MB"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, self.message)
+            return message
+
+        await self.app(scope, limited, send)

@@ -1,0 +1,470 @@
+"""The REST API: stylise, gallery, images, models and the study. A thin layer over ``brushwork.api``."""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+from typing import Annotated, Iterator, Literal
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from PIL import Image
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .. import weights as registry
+from ..api import style_weights_for
+from ..errors import ImageError
+from ..images import load_image, resize
+from ..samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample, load_sample
+from . import study
+from .db import Result, ResultInput, StoredImage, Trial, TrialItem
+from .inference import InferenceQueue, Job
+from .schemas import (ERRORS, Answer, Health, ImageInfo, InputInfo, ModelInfo, ResultInfo, ResultPage,
+                      ResultUpdate, SampleInfo, StudyResults, TrialInfo, TrialItemInfo, TrialRequest)
+from .settings import Settings
+from .storage import MEDIA_TYPES, ImageStore, Upload, check_upload, encode
+
+IMAGE_PREFIX = "image:"
+#: Most style images mixed in one stylisation.
+MAX_STYLES = 4
+#: Widest aspect ratio accepted: a resized 20:1 strip would need twenty times the pixels of a square.
+MAX_ASPECT = 4.0
+#: Loss networks Gatys can run on; it needs one of them.
+GATYS_NETWORKS = ("vgg16-hed", "vgg19", "vgg16")
+
+router = APIRouter(prefix="/api", responses=ERRORS)
+
+
+@dataclass
+class Services:
+    """What the endpoints share, made once by ``create_app``."""
+
+    settings: Settings
+    store: ImageStore
+    sessions: sessionmaker
+    queue: InferenceQueue
+    rng: random.Random
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.services.sessions() as session:
+        yield session
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SessionDep = Annotated[Session, Depends(get_session)]
+Sha256 = Annotated[str, Path(pattern="^[0-9a-f]{64}$")]
+
+
+# ---------------------------------------------------------------------------------------------- models, samples
+
+def model_names() -> list[str]:
+    return [name for name, entry in registry.REGISTRY.items() if entry.kind == "model"] + ["gatys"]
+
+
+def _present(names: list[str], dirs: list) -> bool:
+    return all(item.found for name in names for item in registry.status(name, dirs))
+
+
+@router.get("/models", response_model=list[ModelInfo], tags=["about"])
+def list_models(services: ServicesDep) -> list[ModelInfo]:
+    """Every model and loss network, with summary, source, licence and citation; models first."""
+    dirs = services.settings.weights_dirs
+    models = [
+        ModelInfo(name=e.name, method=e.architecture if e.kind == "model" else "", kind=e.kind, summary=e.summary,
+                  source=e.source, licence=e.licence, citation=e.citation, notes=e.notes,
+                  default=e.name == registry.DEFAULT_MODEL,
+                  available=_present([e.name] + ([e.encoder] if e.encoder else []), dirs))
+        for e in registry.REGISTRY.values()
+    ]
+    gatys = ModelInfo(
+        name="gatys", method="gatys", kind="model",
+        summary=f"Optimises the image itself against VGG content and Gram style losses; no trained network. Slow: "
+                f"this server runs {services.settings.gatys_steps} steps, at most "
+                f"{services.settings.gatys_max_size} px.",
+        source="no weights of its own: runs over a loss network of this list (vgg16-hed when nothing better is "
+               "at hand)",
+        licence="MIT (brushwork's implementation); the loss network's licence applies to its weights",
+        citation="Gatys, Ecker, Bethge. Image Style Transfer Using Convolutional Neural Networks. CVPR 2016.",
+        notes="", default=False, available=any(_present([name], dirs) for name in GATYS_NETWORKS))
+    return [*[m for m in models if m.kind == "model"], gatys, *[m for m in models if m.kind != "model"]]
+
+
+@router.get("/samples", response_model=list[SampleInfo], tags=["images"])
+def list_samples() -> list[SampleInfo]:
+    """Sample photos (from scikit-image) that work as content or style without any upload."""
+    return [SampleInfo(ref=SAMPLE_PREFIX + name, description=description, url=f"/api/samples/{name}")
+            for name, (_, description) in SAMPLES.items()]
+
+
+@functools.lru_cache(maxsize=len(SAMPLES))
+def _sample_jpeg(name: str) -> bytes:
+    return encode(load_sample(SAMPLE_PREFIX + name), "jpg")
+
+
+@router.get("/samples/{name}", response_class=Response, tags=["images"],
+            responses={200: {"content": {"image/jpeg": {}}}})
+def get_sample(name: str) -> Response:
+    if name not in SAMPLES:
+        raise HTTPException(404, f"no sample {name!r}; samples: {', '.join(SAMPLES)}")
+    return Response(_sample_jpeg(name), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+def image_info(image: StoredImage) -> ImageInfo:
+    return ImageInfo(ref=IMAGE_PREFIX + image.sha256, sha256=image.sha256, url=f"/api/images/{image.sha256}",
+                     width=image.width, height=image.height, name=image.name, artwork=image.artwork)
+
+
+@router.post("/images", status_code=201, response_model=ImageInfo, tags=["images"])
+async def upload_image(services: ServicesDep, file: Annotated[UploadFile, File(description="An image file.")],
+                       artwork: Annotated[bool, Form(description="A real artwork for the deception study.")] = False
+                       ) -> ImageInfo:
+    """Store an image once, to use it by reference (``image:SHA256``) in later stylisations."""
+    upload, _ = await _checked(services, file)
+
+    def store() -> ImageInfo:
+        with services.sessions() as session:
+            image = _committed(session, lambda: _add_upload(services, session, upload, artwork))
+            return image_info(image)
+
+    return await run_in_threadpool(store)
+
+
+@router.get("/images/{sha256}", response_class=FileResponse, tags=["images"],
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+def get_image(sha256: Sha256, services: ServicesDep, session: SessionDep) -> FileResponse:
+    """An image file; its name is its content, so it may be cached for ever."""
+    image = session.get(StoredImage, sha256)
+    path = services.store.path(sha256, image.extension) if image else None
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"no image {sha256}")
+    return FileResponse(path, media_type=MEDIA_TYPES[image.extension],
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+async def _checked(services: Services, file: UploadFile, size: int | None = None) -> tuple[Upload, Image.Image]:
+    """The checked upload and its image (resized for a stylisation of ``size``)."""
+    data = await file.read()
+
+    def check() -> tuple[Upload, Image.Image]:
+        upload, image = check_upload(data, file.filename or "", services.settings.max_pixels)
+        return upload, _prepared(image, size) if size else image
+
+    return await run_in_threadpool(check)
+
+
+def _prepared(image: Image.Image, size: int) -> Image.Image:
+    """An input at the size it is painted at (as the Stylizer would resize it): a large upload does not sit in
+    memory at full size while it waits in the queue."""
+    if max(image.size) / min(image.size) > MAX_ASPECT:
+        raise HTTPException(422, f"an image of {image.width}x{image.height} is more than {MAX_ASPECT:g} times as "
+                                 f"long as it is wide; crop it first")
+    return resize(image, size)
+
+
+def _add_upload(services: Services, session: Session, upload: Upload, artwork: bool) -> StoredImage:
+    sha256 = services.store.put(upload.data, upload.extension)
+    image = session.get(StoredImage, sha256)
+    if image is None:
+        image = StoredImage(sha256=sha256, extension=upload.extension, width=upload.width, height=upload.height,
+                            origin="upload", name=upload.name[:255])
+        session.add(image)
+    image.artwork = image.artwork or artwork
+    return image
+
+
+def _committed(session: Session, change):
+    """Run ``change`` and commit, once more if a concurrent request stored the same image first."""
+    for attempt in range(2):
+        try:
+            value = change()
+            session.commit()
+            return value
+        except IntegrityError:
+            session.rollback()
+            if attempt:
+                raise
+
+
+# ---------------------------------------------------------------------------------------------- stylise
+
+Preserve = Literal["none", "luminance", "histogram"]
+
+
+@router.post("/stylize", status_code=201, response_model=ResultInfo, tags=["stylise"])
+async def stylize(
+    services: ServicesDep,
+    content: Annotated[UploadFile | None, File(description="Content image (or give content_ref).")] = None,
+    content_ref: Annotated[str | None, Form(description="sample:NAME or image:SHA256.")] = None,
+    style: Annotated[list[UploadFile], File(description="Style image(s); several are mixed.")] = [],
+    style_ref: Annotated[list[str], Form(description="sample:NAME or image:SHA256; after the uploaded "
+                                                     "styles, in order.")] = [],
+    model: Annotated[str, Form(description="A model of GET /api/models.")] = registry.DEFAULT_MODEL,
+    alpha: Annotated[float, Form(ge=0, le=1, description="0 keeps the content, 1 is full style.")] = 1.0,
+    style_weights: Annotated[str | None, Form(description="Comma-separated weights of the styles, e.g. "
+                                                          "0.3,0.7.")] = None,
+    preserve_color: Annotated[Preserve, Form(description="Keep the content's colours: luminance-only "
+                                                         "transfer, or match the style's colours first.")] = "none",
+    size: Annotated[int, Form(ge=16, description="Shorter side of the output, in pixels.")] = 512,
+    format: Annotated[Literal["png", "jpg"], Form(description="Output file type.")] = "png",
+    title: Annotated[str, Form(max_length=200)] = "",
+) -> ResultInfo:
+    """Paint the content in the style of the style image(s); the result joins the gallery.
+
+    Runs on a worker thread; when every worker is busy and the queue is full the answer is 503 at once.
+    """
+    settings = services.settings
+    if model not in model_names():
+        raise HTTPException(422, f"unknown model {model!r}; models: {', '.join(model_names())}")
+    largest = settings.gatys_max_size if model == "gatys" else settings.max_size
+    if size > largest:
+        raise HTTPException(422, f"size {size} is more than this server allows for {model} ({largest} px)")
+    if (content is None) == (content_ref is None):
+        raise HTTPException(422, "give one content: an uploaded file (content) or a reference (content_ref)")
+    if not 1 <= len(style) + len(style_ref) <= MAX_STYLES:
+        raise HTTPException(422, f"give 1 to {MAX_STYLES} style images (style files and/or style_ref)")
+    weights = _parse_weights(style_weights, len(style) + len(style_ref))
+
+    content_upload, content_image = await _checked(services, content, size) if content is not None else (None, None)
+    checked_styles = [await _checked(services, file, size) for file in style]
+    style_uploads = [upload for upload, _ in checked_styles]
+    refs = await run_in_threadpool(_resolve_refs, services, ([] if content_ref is None else [content_ref]) + style_ref,
+                                   size)
+    if content_image is None:
+        content_image = refs[0][1]
+    style_images = [image for _, image in checked_styles] + [image for _, image in refs[content_upload is None:]]
+
+    job = Job(content_image, style_images, model, alpha, weights,
+              None if preserve_color == "none" else preserve_color, size,
+              {"steps": settings.gatys_steps} if model == "gatys" else {})
+    output, seconds = await services.queue.run(job)
+
+    def save() -> ResultInfo:
+        data = encode(output, format)
+        given = [ref for ref, _ in refs]
+        with services.sessions() as session:
+            def add() -> Result:
+                content_refs = ([IMAGE_PREFIX + _add_upload(services, session, content_upload, False).sha256]
+                                if content_upload else given[:1])
+                # Uploaded style images are paintings the person chose: real artworks for the deception study.
+                style_refs = [IMAGE_PREFIX + _add_upload(services, session, upload, True).sha256
+                              for upload in style_uploads] + given[content_upload is None:]
+                sha256 = services.store.put(data, format)
+                if session.get(StoredImage, sha256) is None:
+                    session.add(StoredImage(sha256=sha256, extension=format, width=output.width,
+                                            height=output.height, origin="result"))
+                result = Result(image_sha256=sha256, model=model, method=_method_of(model), alpha=alpha,
+                                style_weights=weights, preserve_color=job.preserve_color, size=size,
+                                seconds=round(seconds, 4), title=title,
+                                inputs=[ResultInput(position=position, ref=ref, image_sha256=_sha256_of(ref))
+                                        for position, ref in enumerate(content_refs + style_refs)])
+                session.add(result)
+                return result
+
+            result = _committed(session, add)
+            session.refresh(result)
+            return result_info(result)
+
+    return await run_in_threadpool(save)
+
+
+def _method_of(model: str) -> str:
+    return "gatys" if model == "gatys" else registry.get(model).architecture
+
+
+def _parse_weights(text: str | None, count: int) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        weights = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise HTTPException(422, f"style_weights: numbers separated by commas, not {text!r}") from None
+    style_weights_for(weights, count)  # refuses a wrong count or negative weights with a clear message
+    return weights
+
+
+def _sha256_of(ref: str) -> str | None:
+    return ref.removeprefix(IMAGE_PREFIX) if ref.startswith(IMAGE_PREFIX) else None
+
+
+def _resolve_refs(services: Services, refs: list[str], size: int) -> list[tuple[str, Image.Image]]:
+    """Each reference, normalised, with its image ready for a stylisation of ``size``: ``sample:NAME`` or
+    ``image:SHA256`` of a stored image."""
+    resolved = []
+    with services.sessions() as session:
+        for ref in refs:
+            ref = ref.strip()
+            if is_sample(ref):
+                resolved.append((ref, _prepared(load_sample(ref), size)))
+                continue
+            sha256 = _sha256_of(ref.lower())
+            if sha256 is None:
+                raise HTTPException(422, f"{ref!r}: a reference is sample:NAME or image:SHA256")
+            image = session.get(StoredImage, sha256)
+            if image is None:
+                raise HTTPException(404, f"no image {sha256}")
+            try:
+                stored = load_image(services.store.path(sha256, image.extension))
+            except ImageError:
+                raise HTTPException(404, f"the file of image {sha256} is missing from the store") from None
+            resolved.append((IMAGE_PREFIX + sha256, _prepared(stored, size)))
+    return resolved
+
+
+def _input_info(ref: str) -> InputInfo:
+    if is_sample(ref):
+        return InputInfo(ref=ref, url=f"/api/samples/{ref.removeprefix(SAMPLE_PREFIX)}")
+    return InputInfo(ref=ref, url=f"/api/images/{_sha256_of(ref)}")
+
+
+def result_info(result: Result) -> ResultInfo:
+    return ResultInfo(
+        id=result.id, ref=IMAGE_PREFIX + result.image_sha256, url=f"/api/images/{result.image_sha256}",
+        download_name=f"brushwork-{result.id}-{result.model}.{result.image.extension}",
+        width=result.image.width, height=result.image.height, content=_input_info(result.content),
+        styles=[_input_info(ref) for ref in result.styles], model=result.model, method=result.method,
+        alpha=result.alpha, style_weights=result.style_weights, preserve_color=result.preserve_color,
+        size=result.size, seconds=result.seconds, title=result.title, created=result.created)
+
+
+# ---------------------------------------------------------------------------------------------- gallery
+
+@router.get("/results", response_model=ResultPage, tags=["gallery"])
+def list_results(session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=100)] = 12) -> ResultPage:
+    """The gallery, newest first."""
+    total = session.scalar(select(func.count()).select_from(Result))
+    page = session.scalars(select(Result).order_by(Result.created.desc(), Result.id.desc()).offset(offset).limit(limit))
+    return ResultPage(items=[result_info(r) for r in page], total=total, offset=offset, limit=limit)
+
+
+def _result(session: Session, result_id: int) -> Result:
+    result = session.get(Result, result_id)
+    if result is None:
+        raise HTTPException(404, f"no result {result_id}")
+    return result
+
+
+@router.get("/results/{result_id}", response_model=ResultInfo, tags=["gallery"])
+def get_result(result_id: int, session: SessionDep) -> ResultInfo:
+    return result_info(_result(session, result_id))
+
+
+@router.patch("/results/{result_id}", response_model=ResultInfo, tags=["gallery"])
+def update_result(result_id: int, change: ResultUpdate, session: SessionDep) -> ResultInfo:
+    """Give a result a title."""
+    result = _result(session, result_id)
+    result.title = change.title
+    session.commit()
+    return result_info(result)
+
+
+@router.delete("/results/{result_id}", status_code=204, tags=["gallery"])
+def delete_result(result_id: int, services: ServicesDep, session: SessionDep) -> None:
+    """Remove a result; its image files go too unless something else still uses them."""
+    result = _result(session, result_id)
+    candidates = {result.image_sha256, *(item.image_sha256 for item in result.inputs if item.image_sha256)}
+    session.delete(result)
+    session.flush()
+    _forget_unused(services, session, candidates)
+
+
+def _forget_unused(services: Services, session: Session, candidates: set[str]) -> None:
+    """Delete the images among ``candidates`` that nothing refers to any more: rows first, files once committed.
+
+    A file outlives its rows only if the process dies in between; it is then unreferenced, never missing.
+    """
+    unused = []
+    for sha256 in candidates:
+        image = session.get(StoredImage, sha256)
+        in_use = image is None or image.artwork or session.scalar(select(or_(
+            exists().where(Result.image_sha256 == sha256),
+            exists().where(ResultInput.image_sha256 == sha256),
+            exists().where(TrialItem.image_sha256 == sha256))))
+        if not in_use:
+            unused.append((sha256, image.extension))
+            session.delete(image)
+    session.commit()
+    for sha256, extension in unused:
+        services.store.remove(sha256, extension)
+
+
+# ---------------------------------------------------------------------------------------------- study
+
+@router.get("/study/artworks", response_model=list[ImageInfo], tags=["study"])
+def list_artworks(session: SessionDep) -> list[ImageInfo]:
+    """The real artworks the deception study mixes with stylisations."""
+    return [image_info(i) for i in session.scalars(select(StoredImage).where(StoredImage.artwork)
+                                                   .order_by(StoredImage.created))]
+
+
+@router.delete("/study/artworks/{sha256}", status_code=204, tags=["study"])
+def remove_artwork(sha256: Sha256, services: ServicesDep, session: SessionDep) -> None:
+    """Take an image out of the pool of real artworks (a photo uploaded as a style, say)."""
+    image = session.get(StoredImage, sha256)
+    if image is None or not image.artwork:
+        raise HTTPException(404, f"no artwork {sha256}")
+    image.artwork = False
+    _forget_unused(services, session, {sha256})
+
+
+def trial_info(trial: Trial) -> TrialInfo:
+    return TrialInfo(id=trial.id, study=trial.study, answered=trial.answered is not None,
+                     items=[TrialItemInfo(position=i.position, url=f"/api/images/{i.image_sha256}")
+                            for i in trial.items])
+
+
+@router.post("/study/trials", status_code=201, response_model=TrialInfo, tags=["study"])
+def create_trial(request: TrialRequest, services: ServicesDep, session: SessionDep) -> TrialInfo:
+    """A new trial drawn from the gallery at random; 409 when the gallery has too little for one."""
+    return trial_info(study.new_trial(session, request.study, request.count, services.rng))
+
+
+def _trial(session: Session, trial_id: str) -> Trial:
+    trial = session.get(Trial, trial_id)
+    if trial is None:
+        raise HTTPException(404, f"no trial {trial_id}")
+    return trial
+
+
+@router.get("/study/trials/{trial_id}", response_model=TrialInfo, tags=["study"])
+def get_trial(trial_id: str, session: SessionDep) -> TrialInfo:
+    return trial_info(_trial(session, trial_id))
+
+
+@router.post("/study/trials/{trial_id}/answer", response_model=TrialInfo, tags=["study"])
+def answer_trial(trial_id: str, answer: Answer, session: SessionDep) -> TrialInfo:
+    """Record the answer to a trial, once: 409 when it was answered already."""
+    trial = _trial(session, trial_id)
+    study.answer(session, trial, answer.picked, answer.participant)
+    return trial_info(trial)
+
+
+@router.get("/study/results", response_model=StudyResults, tags=["study"])
+def study_results(session: SessionDep) -> dict:
+    """Preference and deception rates per condition, with 95% Wilson intervals."""
+    return study.results(session)
+
+
+@router.get("/study/answers.csv", response_class=Response, tags=["study"],
+            responses={200: {"content": {"text/csv": {}}}})
+def study_answers(session: SessionDep) -> Response:
+    """Every answer, one row per image shown, for analysis elsewhere."""
+    return Response(study.answers_csv(session), media_type="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="brushwork-study-answers.csv"'})
+
+
+@router.get("/health", response_model=Health, tags=["about"])
+def health(services: ServicesDep) -> Health:
+    queue = services.queue
+    return Health(status="ok", workers=queue.workers, pending=queue.pending, capacity=queue.capacity)

@@ -1,0 +1,110 @@
+"""The web page in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against the real
+server: upload two images, stylise, find the result in the gallery after a reload, answer a study trial."""
+
+import io
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import skimage.data
+import uvicorn
+from PIL import Image
+
+from brushwork.server.app import create_app
+from brushwork.server.settings import Settings
+
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "web_screenshot.png"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, weights_dir):
+    settings = Settings(data_dir=tmp_path_factory.mktemp("web") / "data", weights_dirs=[weights_dir], device="cpu")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("Chromium is not installed; this test needs it: apt-get install chromium (.ci/run does this)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # The system Chromium, so no browser download; no sandbox, as CI runs as root.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def save_small_screenshot(png: bytes) -> None:
+    """A 256-colour PNG: a page of photos stays well under 300 KB."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    image.quantize(256, method=Image.Quantize.MEDIANCUT).save(SCREENSHOT, optimize=True)
+
+
+def test_stylise_gallery_and_study_in_chromium(server, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    content, style = tmp_path / "astronaut.jpg", tmp_path / "coffee.jpg"
+    Image.fromarray(skimage.data.astronaut()).resize((240, 180)).save(content, quality=90)
+    Image.fromarray(skimage.data.coffee()).resize((200, 150)).save(style, quality=90)
+
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))
+    page.goto(server + "/#stylise")
+    expect(page.locator("#model option")).not_to_have_count(0)
+    page.set_input_files("#content-file", content)
+    page.set_input_files("#style-file", style)
+    page.fill("input[name=size]", "160")
+    page.fill("input[name=title]", "astronaut, coffee style")
+    page.click("#stylise-button")
+    result = page.locator("#stylise-result figure")
+    expect(result.locator("img")).to_be_visible(timeout=60_000)
+    expect(page.locator("#stylise-status")).to_contain_text("Done in")
+    result_id = result.get_attribute("data-id")
+    expect(result.locator("a.download")).to_have_attribute("download", f"brushwork-{result_id}-microast.png")
+    assert page.evaluate("document.querySelector('#stylise-result img').naturalHeight") == 160
+    save_small_screenshot(page.screenshot(full_page=True))
+
+    page.click("nav a[href='#gallery']")
+    page.reload()
+    card = page.locator(f"#gallery-items .card[data-id='{result_id}']")
+    expect(card).to_be_visible()
+    expect(card).to_contain_text("astronaut, coffee style")
+    expect(card).to_contain_text("microast")
+
+    page.click("nav a[href='#study']")
+    page.click("#start-deception")
+    choices = page.locator("#trial .choice")
+    expect(choices).to_have_count(2)  # the stylisation and the uploaded painting, in random order
+    choices.first.click()
+    page.click("#submit-answer")
+    expect(page.locator("#study-status")).to_contain_text("Thank you")
+
+    page.click("nav a[href='#results']")
+    expect(page.locator("#deception-table")).to_contain_text("real artworks")
+    assert httpx.get(server + "/api/study/results").json()["deception"]["trials"] == 1
+    assert not errors, errors
+    assert SCREENSHOT.stat().st_size < 300_000
