@@ -5,7 +5,7 @@ from PIL import Image
 
 import brushwork
 from brushwork import api, images, weights
-from brushwork.errors import BrushworkError, WeightsError
+from brushwork.errors import BrushworkError
 from brushwork.functional import rgb_to_ycbcr
 
 

@@ -29,6 +29,17 @@ def test_each_case_next_to_its_baseline(weights_dir):
     assert table.count("| microast | cpu |") == 2 and "96x80" in table
 
 
+def test_tiled_case_and_onnx_runtime_variant(weights_dir):
+    results = benchmark.run_benchmark(["microast"], ["600x400"], ["cpu"], runs=1, warmup=0, rounds=1,
+                                      weights_dir=weights_dir, progress=False, max_memory="64M", onnx=True)
+    by_variant = {r["variant"]: r for r in results}
+    assert set(by_variant) == {"brushwork", "baseline", "onnx"}
+    assert all(r["model"] == "microast" for r in results)
+    assert by_variant["brushwork"]["tile"] is not None and by_variant["baseline"]["tile"] is None
+    table = benchmark.markdown_table(results)
+    assert "onnx speed-up" in table and f"| {by_variant['brushwork']['tile']} px |" in table
+
+
 def test_markdown_table_ratio():
     base = dict(model="m", device="cpu", width=8, height=8, min_s=1, max_s=1, peak_rss_mb=100, peak_gpu_mb=None)
     results = [dict(base, variant="brushwork", median_s=0.5), dict(base, variant="baseline", median_s=1.0)]

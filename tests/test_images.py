@@ -195,6 +195,7 @@ def test_save_format_from_extension(tmp_path, suffix, format_name):
     with Image.open(path) as saved:
         assert saved.format == format_name and saved.size == (8, 8)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+    assert path.stat().st_mode & 0o644 == 0o644  # readable by others, like any file the user writes
 
 
 def test_save_quality_and_errors(tmp_path):

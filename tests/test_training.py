@@ -215,7 +215,7 @@ def test_train_checkpoint_resume_and_use(folders, tmp_path, weights_dir):
 def test_fine_tuning_starts_from_a_registry_model(folders, tmp_path, weights_dir, caplog):
     from brushwork.training import MicroASTTraining
 
-    official = brushwork.load_model("microast", weights_dir=weights_dir, device="cpu")
+    official = brushwork.load_model("microast", weights_dir=weights_dir, device="cpu", fast=False)
     config = tiny_config(folders, tmp_path, weights_dir, decoder="tuned")
     module = MicroASTTraining(dataclasses.asdict(config))
     with caplog.at_level(logging.WARNING):

@@ -9,5 +9,7 @@ __version__ = "0.1.0"
 
 from .api import Stylizer, load_model, stylize  # noqa: E402
 from .errors import BrushworkError, ImageError, WeightsError  # noqa: E402
+from .video import VideoReport, stylize_video  # noqa: E402
 
-__all__ = ["stylize", "load_model", "Stylizer", "BrushworkError", "ImageError", "WeightsError", "__version__"]
+__all__ = ["stylize", "load_model", "Stylizer", "stylize_video", "VideoReport", "BrushworkError", "ImageError",
+           "WeightsError", "__version__"]

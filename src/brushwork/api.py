@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -11,12 +12,14 @@ from typing import Callable, Sequence, Union
 import torch
 from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
 from . import weights as registry
 from .errors import BrushworkError
 from .functional import match_color, normalize_weights, preserve_color
 from .images import ImageLike, as_image, resize, to_image, to_tensor
 from .methods import adain, gatys, microast
+from .tiling import parse_memory
 
 #: How each architecture in the weights registry becomes a ready model, from its entry and the local folders.
 LOADERS: dict[str, Callable[[registry.Weights, list], nn.Module]] = {
@@ -30,6 +33,8 @@ METHODS: dict[str, str] = {"microast": registry.DEFAULT_MODEL, "adain": "adain",
 #: Colour preservation: luminance-only transfer (after), or matching the style's colours to the content's
 #: (before; Gatys et al. 2017).
 COLOR_MODES = ("luminance", "histogram")
+#: Working memory a stylisation may use before large images are painted in tiles (the model's own estimate).
+DEFAULT_MAX_MEMORY = "1G"
 
 StyleInput = Union[ImageLike, Sequence[ImageLike]]
 
@@ -52,12 +57,16 @@ def choose_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def load_model(name: str | os.PathLike | None = None, *, method: str | None = None,
-               device: str | torch.device = "auto", weights_dir=None, **options) -> nn.Module:
+               device: str | torch.device = "auto", weights_dir=None, fast: bool = True, **options) -> nn.Module:
     """A ready (eval-mode, frozen) model: a registry name, a folder of trained weights (as ``brushwork train``
-    writes them), or ``"gatys"``; without a name, the default model of ``method`` (MicroAST's without either).
+    writes them), an exported ``.onnx`` file (run by ONNX Runtime), or ``"gatys"``; without a name, the default
+    model of ``method`` (MicroAST's without either).
 
-    ``options`` are settings of the Gatys optimisation (see :class:`brushwork.methods.gatys.GatysSettings`,
-    plus ``loss_net``). Models are loaded once per name, device and weights folders, and then shared.
+    ``fast`` (the default) turns on the model's fast inference path (channels-last layout, and lower precision
+    in the layers where it keeps the output within 45 dB PSNR of fp32, on hardware that computes it natively);
+    ``fast=False`` gives the plain eager fp32 network. ``options`` are settings of the Gatys optimisation (see
+    :class:`brushwork.methods.gatys.GatysSettings`, plus ``loss_net``). Models are loaded once per name,
+    device, weights folders and path, and then shared.
     """
     if method is not None and method not in METHODS:
         raise BrushworkError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -76,17 +85,27 @@ def load_model(name: str | os.PathLike | None = None, *, method: str | None = No
         _check_method(method, kind, str(name))
         # Keyed by the files' modification times too: a folder written again (a new training run) is reloaded.
         return _load_folder(kind, encoder, tuple((key, path, path.stat().st_mtime_ns) for key, path in files.items()),
-                            device, dirs)
+                            device, dirs, fast)
+    if name is not None and str(name).endswith(".onnx"):
+        from .onnx_export import load_onnx
+
+        _check_method(method, "microast", str(name))
+        path = Path(name)
+        if not path.is_file():
+            raise BrushworkError(f"{name}: no such ONNX file")
+        return load_onnx(path.resolve(), path.stat().st_mtime_ns, device)
     entry = registry.get(name)
     if entry.kind != "model" or entry.architecture not in LOADERS:
         models = ", ".join(n for n, w in registry.REGISTRY.items() if w.kind == "model")
         raise BrushworkError(f"{entry.name!r} is not a style-transfer model; models: {models}, gatys")
     _check_method(method, entry.architecture, entry.name)
-    return _load(entry.name, device, dirs)
+    return _load(entry.name, device, dirs, fast)
 
 
 def method_of(model: nn.Module) -> str:
     """The method a loaded model implements: microast, adain or gatys."""
+    if hasattr(model, "method"):  # a model run by another backend says which method it exports
+        return model.method
     for method, kind in (("gatys", gatys.Gatys), ("adain", adain.AdaIN), ("microast", microast.MicroAST)):
         if isinstance(model, kind):
             return method
@@ -113,17 +132,22 @@ def _folder_files(folder: Path) -> tuple[str, dict[str, Path], str | None]:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(name: str, device: torch.device, dirs: tuple) -> nn.Module:
+def _load(name: str, device: torch.device, dirs: tuple, fast: bool) -> nn.Module:
     entry = registry.get(name)
-    return LOADERS[entry.architecture](entry, list(dirs)).to(device)
+    return _ready(LOADERS[entry.architecture](entry, list(dirs)), device, fast)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_folder(kind: str, encoder: str | None, files: tuple, device: torch.device, dirs: tuple) -> nn.Module:
+def _load_folder(kind: str, encoder: str | None, files: tuple, device: torch.device, dirs: tuple,
+                 fast: bool) -> nn.Module:
     paths = {key: path for key, path, _ in files}
-    if kind == "adain":
-        return adain.load(paths, encoder, list(dirs)).to(device)
-    return microast.load(paths).to(device)
+    model = adain.load(paths, encoder, list(dirs)) if kind == "adain" else microast.load(paths)
+    return _ready(model, device, fast)
+
+
+def _ready(model: nn.Module, device: torch.device, fast: bool) -> nn.Module:
+    model = model.to(device)
+    return model.fast() if fast else model
 
 
 @functools.lru_cache(maxsize=4)
@@ -137,7 +161,8 @@ class Stylizer:
     def __init__(self, model: str | nn.Module | None = None, *, method: str | None = None, alpha: float = 1.0,
                  style_weights: Sequence[float] | None = None, content_size: int | None = None,
                  style_size: int | None = None, resize_by: str = "shorter", preserve_color: bool | str = False,
-                 device: str | torch.device = "auto", weights_dir=None, **options):
+                 device: str | torch.device = "auto", weights_dir=None, max_memory: int | str | None = DEFAULT_MAX_MEMORY,
+                 progress: bool = False, fast: bool = True, **options):
         if not 0.0 <= alpha <= 1.0:
             raise BrushworkError(f"alpha must be between 0 and 1, not {alpha}")
         for label, size in (("content size", content_size), ("style size", style_size)):
@@ -146,10 +171,12 @@ class Stylizer:
         if resize_by not in ("shorter", "longer"):
             raise BrushworkError(f"resize by 'shorter' or 'longer' side, not {resize_by!r}")
         self.color_mode = _color_mode(preserve_color)
+        self.max_memory = parse_memory(max_memory)
+        self.progress = progress
         self.model = model if isinstance(model, nn.Module) else load_model(
-            model, method=method, device=device, weights_dir=weights_dir, **options)
+            model, method=method, device=device, weights_dir=weights_dir, fast=fast, **options)
         self.method = method_of(self.model)
-        self.device = next(self.model.parameters()).device
+        self.device = getattr(self.model, "device", None) or next(self.model.parameters()).device
         self.alpha = alpha
         self.style_weights = style_weights
         self.content_size = content_size
@@ -170,21 +197,41 @@ class Stylizer:
             if len(masks) != len(styles):
                 raise BrushworkError(f"give one mask per style: {len(styles)} style(s), {len(masks)} mask(s)")
             extra["masks"] = [self._mask(mask, content_tensor) for mask in masks]
-        with torch.inference_mode():
+        tile = self._tile(content_tensor)
+        if tile is not None:
+            extra["tile"] = tile
+        with torch.inference_mode(), self._progress_bar(content_tensor, tile, extra):
             encoded = [self._encode_style(s, content_tensor) for s in styles]
             output = self.model.stylize(content_tensor, encoded, weights, self.alpha, **extra)
             if self.color_mode == "luminance":
                 output = preserve_color(output, content_tensor)
         return to_image(output)
 
+    def _tile(self, image: torch.Tensor) -> int | None:
+        """The tile side that keeps this image within the memory budget, for models that work in tiles."""
+        tile_for = getattr(self.model, "tile_for", None)
+        return tile_for(*image.shape[-2:], self.max_memory) if tile_for else None
+
+    def _progress_bar(self, content: torch.Tensor, tile: int | None, extra: dict):
+        """A bar over the tiles of a tiled image (when ``progress`` is on); otherwise nothing."""
+        if not self.progress or tile is None:
+            return contextlib.nullcontext()
+        bar = tqdm(total=self.model.decode_steps(content, tile), unit="tile", desc="painting", leave=False)
+        extra["progress"] = bar.update
+        return bar
+
+    def _encode(self, image: torch.Tensor):
+        tile = self._tile(image)
+        return self.model.encode_style(image) if tile is None else self.model.encode_style(image, tile)
+
     def _encode_style(self, style: ImageLike, content: torch.Tensor):
         if self.color_mode == "histogram":  # depends on the content: not remembered
-            return self.model.encode_style(match_color(self._tensor(style, self.style_size), content))
+            return self._encode(match_color(self._tensor(style, self.style_size), content))
         # Only styles named by a path or sample reference are remembered: other objects may change.
         key = str(style) if isinstance(style, str) or hasattr(style, "__fspath__") else None
         if key is not None and key in self._encoded_styles:
             return self._encoded_styles[key]
-        encoded = self.model.encode_style(self._tensor(style, self.style_size))
+        encoded = self._encode(self._tensor(style, self.style_size))
         if key is not None:
             self._encoded_styles[key] = encoded
         return encoded
@@ -204,7 +251,8 @@ def stylize(content: ImageLike, style: StyleInput, *, model: str | nn.Module | N
             method: str | None = None, alpha: float = 1.0, style_weights: Sequence[float] | None = None,
             masks: Sequence[ImageLike] | None = None, content_size: int | None = None,
             style_size: int | None = None, resize_by: str = "shorter", preserve_color: bool | str = False,
-            device: str | torch.device = "auto", weights_dir=None, **options) -> Image.Image:
+            device: str | torch.device = "auto", weights_dir=None,
+            max_memory: int | str | None = DEFAULT_MAX_MEMORY, **options) -> Image.Image:
     """Paint a content image in the style of one style image, or of a weighted mix of several.
 
     ``content`` and each style may be a path, ``sample:NAME``, a PIL image, an array or a tensor in [0, 1].
@@ -213,13 +261,14 @@ def stylize(content: ImageLike, style: StyleInput, *, model: str | nn.Module | N
     (normalised to sum to 1) mix several styles; ``masks`` (AdaIN) give each style a region; ``content_size`` /
     ``style_size`` resize the inputs first so that their ``resize_by`` ('shorter' or 'longer') side has that many
     pixels; ``preserve_color`` keeps the content's colours (True or "luminance": luminance-only transfer;
-    "histogram": the style's colours are matched to the content's first). ``options`` set the Gatys
-    optimisation (``steps``, ``style_weight``, ...). The output has the (resized) content's size. Returns an RGB
-    PIL image.
+    "histogram": the style's colours are matched to the content's first). ``max_memory`` (bytes, or like
+    "800M"; None: no limit) bounds the working memory: larger images are painted in tiles, with the same
+    result. ``options`` set the Gatys optimisation (``steps``, ``style_weight``, ...). The output has the
+    (resized) content's size. Returns an RGB PIL image.
     """
     stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=style_weights, content_size=content_size,
                         style_size=style_size, resize_by=resize_by, preserve_color=preserve_color,
-                        device=device, weights_dir=weights_dir, **options)
+                        device=device, weights_dir=weights_dir, max_memory=max_memory, **options)
     return stylizer(content, style, masks=masks)
 
 

@@ -1,9 +1,11 @@
 """Speed and memory of the models, each figure next to a baseline measured in the same run.
 
 Every case (model, size, device, variant) runs in a fresh process, so that its peak resident memory is its own.
-Variants: ``brushwork`` is the path users get (``encode_style`` then ``stylize``, inference mode); ``baseline`` is
-the plain eager fp32 pattern of the reference implementation: the model's ``forward(content, style)`` on the whole
-image under ``no_grad``, no tiling, no fusion.
+Variants: ``brushwork`` is the path users get (the fast path of ``load_model``, ``encode_style`` then ``stylize``
+under inference mode, tiled within the default memory budget as :class:`~brushwork.api.Stylizer` does);
+``baseline`` is the plain eager fp32 pattern of the reference implementation: the plain network's
+``forward(content, style)`` on the whole image under ``no_grad``, no tiling, no fusion; ``onnx`` (MicroAST, on
+request) is the model exported to ONNX and run by ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -14,18 +16,22 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from . import weights as registry
-from .api import choose_device, load_model
+from .api import DEFAULT_MAX_MEMORY, choose_device, load_model
 from .errors import BrushworkError
+from .tiling import parse_memory
 
 DEFAULT_SIZES = ("512", "1024", "2048", "3840x2160")
 VARIANTS = ("brushwork", "baseline")
+ONNX_VARIANT = "onnx"
 STYLE_SIZE = (512, 512)
 
 
@@ -40,6 +46,8 @@ class Case:
     warmup: int
     #: Settings of the model (gatys: its optimisation settings), as (name, value) pairs.
     options: tuple = ()
+    #: The brushwork variant's memory budget in bytes (None: never tile).
+    max_memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def run_benchmark(models: list[str], sizes: list[str], devices: list[str] | None = None, *, runs: int = 5,
                   warmup: int = 1, rounds: int = 2, baseline: bool = True, weights_dir=None,
-                  progress: bool = True, gatys_steps: int | None = None) -> list[dict]:
+                  progress: bool = True, gatys_steps: int | None = None, max_memory: int | str | None = DEFAULT_MAX_MEMORY,
+                  onnx: bool = False) -> list[dict]:
     """Measure every model x size x device, with the baseline next to each; one result dict per case.
 
     Each case runs ``rounds`` times in fresh processes, the variants in alternating order (A B, then B A), so
@@ -100,9 +109,35 @@ def run_benchmark(models: list[str], sizes: list[str], devices: list[str] | None
     for model in models:
         load_model(model, device="cpu", weights_dir=weights_dir, **dict(options[model]))  # fail early
     variants = VARIANTS if baseline else VARIANTS[:1]
-    groups = [[Case(model, variant, device, width, height, runs, warmup, options[model]) for variant in variants]
-              for model in models for device in devices for width, height in shapes]
-    return _run_rounds(groups, _measure, weights_dir, rounds, "benchmark", progress)
+    budget = parse_memory(max_memory)
+    with tempfile.TemporaryDirectory(prefix="brushwork-bench-") as folder:
+        exports = _export_for_benchmark(models, Path(folder), weights_dir) if onnx else {}
+        groups = [[Case(model, variant, device, width, height, runs, warmup, options[model], budget)
+                   for variant in variants] +
+                  [Case(exports[model], ONNX_VARIANT, device, width, height, runs, warmup) for _ in
+                   ([None] if model in exports else [])]
+                  for model in models for device in devices for width, height in shapes]
+        results = _run_rounds(groups, _measure, weights_dir, rounds, "benchmark", progress)
+    for result in results:  # name ONNX cases by the model they export, not the temporary file
+        result["model"] = next((name for name, path in exports.items() if path == result["model"]), result["model"])
+    return results
+
+
+def _export_for_benchmark(models: list[str], folder: Path, weights_dir) -> dict[str, str]:
+    """Each MicroAST model exported to ONNX in ``folder`` (other methods have no ONNX export)."""
+    from .images import as_image, resize, to_tensor
+    from .methods.microast import MicroAST
+    from .onnx_export import export_onnx
+
+    exports = {}
+    for name in models:
+        model = load_model(name, device="cpu", weights_dir=weights_dir, fast=False)
+        if isinstance(model, MicroAST):
+            path = folder / f"{name}.onnx"
+            export_onnx(model, path, check_content=to_tensor(resize(as_image("sample:astronaut"), 256)),
+                        check_style=to_tensor(resize(as_image("sample:hubble"), 256)))
+            exports[name] = str(path)
+    return exports
 
 
 def _run_rounds(groups: list[list], measure, weights_dir, rounds: int, label: str, progress: bool) -> list[dict]:
@@ -145,17 +180,20 @@ def _pool_rounds(case, measured: list[dict]) -> dict:
         "peak_gpu_mb": max(gpu) if gpu else None,
         "threads": measured[0]["threads"],
         "torch": measured[0]["torch"],
-        **{key: measured[-1][key] for key in ("history", "scales", "sizes") if key in measured[-1]},
+        **{key: measured[-1][key] for key in ("history", "scales", "sizes", "tile") if key in measured[-1]},
     }
 
 
 def _measure(case: Case, weights_dir: list[str]) -> dict:
     """One case, in its own process: timings of ``runs`` calls after ``warmup`` calls, and peak memory."""
     device = choose_device(case.device)
-    model = load_model(case.model, device=device, weights_dir=weights_dir, **dict(case.options))
+    model = load_model(case.model, device=device, weights_dir=weights_dir, fast=case.variant != "baseline",
+                       **dict(case.options))
     generator = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, case.height, case.width, generator=generator).to(device)
     style = torch.rand(1, 3, *STYLE_SIZE, generator=generator).to(device)
+    tile_for = getattr(model, "tile_for", None) if case.variant == "brushwork" else None
+    tiling = {"tile": tile} if tile_for and (tile := tile_for(case.height, case.width, case.max_memory)) else {}
 
     if case.variant == "baseline":
         def call():
@@ -164,7 +202,7 @@ def _measure(case: Case, weights_dir: list[str]) -> dict:
     else:
         def call():
             with torch.inference_mode():
-                return model.stylize(content, [model.encode_style(style)])
+                return model.stylize(content, [model.encode_style(style)], **tiling)
 
     def timed() -> float:
         start = time.perf_counter()
@@ -187,6 +225,7 @@ def _measure(case: Case, weights_dir: list[str]) -> dict:
         "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "tile": tiling.get("tile"),
     }
 
 
@@ -350,22 +389,31 @@ def describe_machine() -> str:
 
 
 def markdown_table(results: list[dict]) -> str:
-    """One row per model, device and size: brushwork and baseline medians (min-max), speed-up, peak memory."""
+    """One row per model, device and size: brushwork and baseline medians (min-max), speed-up, the tile brushwork
+    worked in, peak memory; and the ONNX Runtime variant's median and speed-up where it was measured."""
     rows = {}
     for result in results:
         key = (result["model"], result["device"], result["width"], result["height"])
         rows.setdefault(key, {})[result["variant"]] = result
+    with_onnx = any(ONNX_VARIANT in by_variant for by_variant in rows.values())
     header = ("model", "device", "size", "brushwork median (min-max)", "baseline median (min-max)", "speed-up",
-              "peak RSS brushwork", "peak RSS baseline", "peak GPU brushwork")
+              "tile", "peak RSS brushwork", "peak RSS baseline", "peak GPU brushwork") + (
+              ("onnx median (min-max)", "onnx speed-up", "peak RSS onnx") if with_onnx else ())
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (model, device, width, height), by_variant in rows.items():
-        ours, base = by_variant.get("brushwork"), by_variant.get("baseline")
-        speed_up = f"{base['median_s'] / ours['median_s']:.2f}x" if ours and base else "-"
+        ours, base, onnx = (by_variant.get(v) for v in ("brushwork", "baseline", ONNX_VARIANT))
         gpu = f"{ours['peak_gpu_mb']:.0f} MB" if ours and ours["peak_gpu_mb"] is not None else "-"
-        lines.append("| " + " | ".join([
-            model, device, f"{width}x{height}", _timing(ours), _timing(base), speed_up,
-            _memory(ours), _memory(base), gpu]) + " |")
+        tile = "-" if ours is None else f"{ours['tile']} px" if ours.get("tile") else "whole"
+        cells = [model, device, f"{width}x{height}", _timing(ours), _timing(base), _speed_up(base, ours), tile,
+                 _memory(ours), _memory(base), gpu]
+        if with_onnx:
+            cells += [_timing(onnx), _speed_up(base, onnx), _memory(onnx)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _speed_up(base: dict | None, other: dict | None) -> str:
+    return f"{base['median_s'] / other['median_s']:.2f}x" if base and other else "-"
 
 
 def convergence_table(summary: dict) -> str:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from . import __version__
 from . import weights as registry
-from .api import METHODS, Stylizer, style_weights_for
+from .api import DEFAULT_MAX_MEMORY, METHODS, Stylizer, load_model, style_weights_for
 from .benchmark import (DEFAULT_SIZES, convergence_table, describe_machine, markdown_table, run_benchmark,
                         run_gatys_convergence, run_training_benchmark, training_table)
 from .errors import BrushworkError
@@ -29,6 +29,7 @@ from .methods.gatys import INITS as GATYS_INITS, OPTIMIZERS as GATYS_OPTIMIZERS
 from .vgg import LOSS_NETWORKS
 from .samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample
 from .train_config import METHOD_DEFAULTS, TrainConfig, load_config
+from .video import DEFAULT_CRF, VideoInterrupted, stylize_video
 
 _MODELS = [name for name, entry in registry.REGISTRY.items() if entry.kind == "model"] + ["gatys"]
 _weights_dir_option = click.option(
@@ -80,8 +81,9 @@ def _gatys_options(command):
               help="microast (feed-forward, default), adain (feed-forward) or gatys (optimisation; slow, no "
                    "trained weights). Without --model, the method's default model.")
 @click.option("--model", default=None,
-              help=f"A model of the registry ({', '.join(_MODELS)}), a folder of trained weights, or gatys "
-                   f"[default: {registry.DEFAULT_MODEL}; with --method adain: adain].")
+              help=f"A model of the registry ({', '.join(_MODELS)}), a folder of trained weights, an exported "
+                   f"MODEL.onnx (run by ONNX Runtime), or gatys [default: {registry.DEFAULT_MODEL}; with --method "
+                   "adain: adain].")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Content-style trade-off: 0 keeps the content, 1 is full style (gatys: scales the style weight).")
 @click.option("--mask", "masks", multiple=True,
@@ -101,6 +103,12 @@ def _gatys_options(command):
               help="Keep the content's colours by matching each style's colours (mean and covariance) to the "
                    "content's before stylising.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--max-memory", default=DEFAULT_MAX_MEMORY, show_default=True,
+              help="Working memory for one image, like 800M or 2G; larger images are painted in tiles (same "
+                   "result, with the statistics of the whole image). 'none': never tile.")
+@click.option("--exact", is_flag=True,
+              help="Run the plain fp32 network: no channels-last layout, no bfloat16/float16 layers (the fast "
+                   "path, the default, stays within 45 dB PSNR of it).")
 @_weights_dir_option
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality.")
@@ -109,7 +117,8 @@ def _gatys_options(command):
 @click.option("--skip-existing", is_flag=True, help="In folder mode, leave outputs that already exist alone.")
 @_gatys_options
 def stylize(content, style, output, method, model, alpha, masks, style_weights, content_size, style_size, resize_by,
-            preserve_color, match_color, device, weights_dir, quality, image_format, skip_existing, **gatys_settings):
+            preserve_color, match_color, device, max_memory, exact, weights_dir, quality, image_format, skip_existing,
+            **gatys_settings):
     """Paint CONTENT in the style of STYLE.
 
     CONTENT and STYLE are image files, folders of images, or sample photos (sample:NAME). Several STYLE
@@ -137,7 +146,8 @@ def stylize(content, style, output, method, model, alpha, masks, style_weights, 
             return
     stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=weights,
                         content_size=content_size, style_size=style_size, resize_by=resize_by,
-                        preserve_color=color, device=device, weights_dir=list(weights_dir), **gatys_settings)
+                        preserve_color=color, device=device, weights_dir=list(weights_dir), max_memory=max_memory,
+                        fast=not exact, progress=not batch, **gatys_settings)
     if not batch:
         job = jobs[0]
         start = time.perf_counter()
@@ -227,6 +237,92 @@ def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int)
         raise SystemExit(2)
 
 
+@cli.command("video", epilog=_SAMPLES_HELP)
+@click.argument("input_video", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("style", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output video; its extension sets the container (.mp4, .mkv, .mov).")
+@click.option("--method", type=click.Choice(["microast", "adain"]), default=None,
+              help="microast (default) or adain: the feed-forward methods. Without --model, its default model.")
+@click.option("--model", default=None,
+              help=f"A feed-forward model of the registry or a folder of trained weights "
+                   f"[default: {registry.DEFAULT_MODEL}; with --method adain: adain].")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Content-style trade-off: 0 keeps the content, 1 is full style.")
+@click.option("--style-weights", multiple=True,
+              help="Weights for mixing several style images, e.g. 0.3,0.7 (normalised to sum to 1).")
+@click.option("--content-size", type=click.IntRange(min=2), default=None,
+              help="Resize the frames first so their shorter side has this many pixels (an odd width or height "
+                   "then loses one pixel: H.264 in yuv420p needs even sizes).")
+@click.option("--style-size", type=click.IntRange(min=1), default=None,
+              help="Resize each style image first so its shorter side has this many pixels.")
+@click.option("--preserve-color", is_flag=True,
+              help="Keep the frames' colours: take only luminance from the stylised frames.")
+@click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Reduce flicker: blend each frame with the previous output by this much where the picture "
+                   "is still, less where it moves (0: off; try 0.5-0.8).")
+@click.option("--crf", type=click.IntRange(0, 51), default=DEFAULT_CRF, show_default=True,
+              help="H.264 quality (x264's constant rate factor): lower is better and bigger.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="Paint only the first N frames (and the sound up to there): a preview.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_weights_dir_option
+def video_command(input_video, style, output, method, model, alpha, style_weights, content_size, style_size,
+                  preserve_color, smooth, crf, max_frames, device, weights_dir):
+    """Paint every frame of the video INPUT in the style of STYLE, keeping its sound.
+
+    Several STYLE images are mixed into one style (see --style-weights); each is encoded once. The output is
+    H.264 with the input's frame rate and timing; audio is copied, or re-encoded to AAC where the container
+    cannot hold it. OUTPUT is written only at the end: Ctrl-C or an error leaves what was there before.
+    """
+    weights = _parse_weights(style_weights)
+    style_weights_for(weights, len(style))  # refuse bad weights before loading the model
+    stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=weights, content_size=content_size,
+                        style_size=style_size, preserve_color=preserve_color, device=device,
+                        weights_dir=list(weights_dir))
+    try:
+        report = stylize_video(input_video, list(style), output, stylizer=stylizer, smooth=smooth,
+                               max_frames=max_frames, crf=crf)
+    except VideoInterrupted as stop:
+        click.echo(f"brushwork: interrupted after {stop.frames} frame(s); {output} not written", err=True)
+        raise SystemExit(130) from None
+    click.echo(f"wrote {report.output} ({report.frames} frames, {report.width}x{report.height}, audio "
+               f"{report.audio}) in {report.seconds:.1f} s: {report.fps:.2f} frames/s; mean change between frames "
+               f"{report.frame_change:.2f}/255")
+
+
+@cli.command("export", epilog=_SAMPLES_HELP)
+@click.option("--model", default=registry.DEFAULT_MODEL, show_default=True,
+              help="A MicroAST model of the registry or a folder of trained MicroAST weights.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The .onnx file; the style encoder goes next to it as NAME.style.onnx.")
+@click.option("--style", default=None,
+              help="Bake this style image's signals into one graph (input: content only) instead.")
+@click.option("--style-size", type=click.IntRange(min=8), default=512, show_default=True,
+              help="Resize the baked style's shorter side to this first.")
+@click.option("--check-size", type=click.IntRange(min=8), default=512, show_default=True,
+              help="Compare ONNX Runtime with PyTorch on a sample photo of this size (refused below 45 dB).")
+@click.option("--opset", type=click.IntRange(min=13), default=18, show_default=True, help="ONNX opset.")
+@_weights_dir_option
+def export_command(model, output, style, style_size, check_size, opset, weights_dir):
+    """Export a MicroAST model to ONNX (dynamic height and width), checked against PyTorch.
+
+    The export runs as a brushwork model: brushwork stylize photo.jpg style.jpg --model OUTPUT.onnx.
+    """
+    from .images import as_image, resize, to_tensor
+    from .onnx_export import export_onnx
+
+    network = load_model(model, device="cpu", weights_dir=list(weights_dir), fast=False)
+    baked = to_tensor(resize(as_image(style), style_size)) if style else None
+    report = export_onnx(network, output, style=baked, opset=opset,
+                         check_content=to_tensor(resize(as_image("sample:astronaut"), check_size)),
+                         check_style=to_tensor(resize(as_image("sample:hubble"), 256)))
+    for path in report.paths:
+        click.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
+    height, width = report.check_size
+    click.echo(f"checked: ONNX Runtime vs PyTorch at {width}x{height}: {report.psnr_db:.1f} dB PSNR")
+
+
 @cli.command("eval")
 @click.argument("content_dir", type=click.Path(path_type=Path))
 @click.argument("style_dir", type=click.Path(path_type=Path))
@@ -292,9 +388,12 @@ def eval_command(content_dir, style_dir, output, models, loss_net, content_size,
                    "--sizes, on a real photo and painting (--content, --style).")
 @click.option("--content", default="sample:astronaut", show_default=True, help="With --gatys-convergence.")
 @click.option("--style", default="sample:chelsea", show_default=True, help="With --gatys-convergence.")
+@click.option("--max-memory", default=DEFAULT_MAX_MEMORY, show_default=True,
+              help="The brushwork variant's working-memory budget (larger images are tiled), as for stylize.")
+@click.option("--onnx", is_flag=True, help="Also measure MicroAST models exported to ONNX, run by ONNX Runtime.")
 @_weights_dir_option
 def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, markdown_path, training,
-          batch_size, crop, loss_net, gatys_steps, gatys_convergence, content, style, weights_dir):
+          batch_size, crop, loss_net, gatys_steps, gatys_convergence, content, style, max_memory, onnx, weights_dir):
     """Latency (median, min-max of ROUNDS x RUNS after WARMUP) and peak memory per model, size and device.
 
     Each case runs in a fresh process. The baseline is the reference implementation's plain pattern (eager
@@ -314,7 +413,8 @@ def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, 
     else:
         results = run_benchmark(list(models) or [registry.DEFAULT_MODEL], [s for s in sizes.split(",") if s],
                                 list(devices) or None, runs=runs, warmup=warmup, rounds=rounds,
-                                baseline=not no_baseline, weights_dir=list(weights_dir), gatys_steps=gatys_steps)
+                                baseline=not no_baseline, weights_dir=list(weights_dir), gatys_steps=gatys_steps,
+                                max_memory=max_memory, onnx=onnx)
         table = markdown_table(results)
     machine = describe_machine()
     if json_path:
@@ -367,6 +467,40 @@ def train_command(method, config, resume, weights_dir, **settings):
         if name:
             click.echo(f"sweep run {name}")
         click.echo(f"wrote {train(run, resume)}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("brushwork-data"),
+              show_default=True, help="Folder of the stored images and the SQLite database.")
+@click.option("--database", default=None, help="SQLAlchemy database URL [default: SQLite in --data].")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=20, show_default=True,
+              help="Largest request (all its uploads together).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=40_000_000, show_default=True,
+              help="Largest uploaded image, in pixels.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Stylisations at once (more help with a GPU or many cores).")
+@click.option("--queue-size", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Requests that may wait for a worker; more are refused with 503.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_weights_dir_option
+def serve(host, port, data_dir, database, max_upload_mb, max_pixels, workers, queue_size, device, weights_dir):
+    """Serve the web app (stylise, gallery, study, about) and its REST API (described at /docs)."""
+    import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .server.app import create_app
+    from .server.settings import Settings
+
+    settings = Settings(data_dir=data_dir, database_url=database, weights_dirs=list(weights_dir), device=device,
+                        max_upload_mb=max_upload_mb, max_pixels=max_pixels, workers=workers, queue_size=queue_size)
+    try:
+        app = create_app(settings)
+    except (OSError, SQLAlchemyError) as error:
+        raise BrushworkError(f"cannot open the data folder or database: {error}") from None
+    click.echo(f"brushwork: serving http://{host}:{port}/ (data in {data_dir})")
+    uvicorn.run(app, host=host, port=port)
 
 
 @cli.group()
@@ -447,6 +581,6 @@ def main() -> None:
         click.echo("brushwork: interrupted", err=True)
         sys.exit(130)
     except (MemoryError, torch.OutOfMemoryError):
-        click.echo("brushwork: error: out of memory; try a smaller --content-size or --device cpu", err=True)
+        click.echo("brushwork: error: out of memory; try a smaller --max-memory or --content-size, or --device cpu", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

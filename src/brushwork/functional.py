@@ -34,10 +34,16 @@ def mean_std(features: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, to
     return flat.mean(dim=2)[..., None, None], std[..., None, None]
 
 
-def adaptive_instance_norm(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """AdaIN: normalise each channel of ``features`` and give it the target ``mean`` and ``std`` (NxCx1x1)."""
-    own_mean, own_std = mean_std(features)
-    return (features - own_mean) / own_std * std + mean
+def adaptive_instance_norm(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                           own: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """AdaIN: normalise each channel of ``features`` and give it the target ``mean`` and ``std`` (NxCx1x1).
+
+    ``own`` are the statistics to normalise by, when ``features`` is a tile of a larger map whose statistics
+    count (tiled inference); by default those of ``features``. The result has the dtype of ``features``.
+    """
+    own_mean, own_std = own if own is not None else mean_std(features)
+    scale = std / own_std
+    return (features * scale.to(features.dtype) + (mean - own_mean * scale).to(features.dtype))
 
 
 def blend(values: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:

@@ -154,7 +154,8 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
         raise ImageError(f"an image tensor must be 3xHxW or 1x3xHxW, not {tuple(tensor.shape)}")
     if tensor.shape[0] == 1:
         tensor = tensor.expand(3, -1, -1)
-    array = tensor.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    # One float copy, then in place: a large image must not need several full-size temporaries.
+    array = tensor.detach().float().clamp(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(np.ascontiguousarray(array), "RGB")
 
 
@@ -197,6 +198,7 @@ def save_image(image: Image.Image, path: str | os.PathLike, *, quality: int = 95
         try:
             with os.fdopen(handle, "wb") as file:
                 to_rgb(image).save(file, format=image_format, **options)
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; an image is an ordinary file
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -204,6 +206,12 @@ def save_image(image: Image.Image, path: str | os.PathLike, *, quality: int = 95
     except (OSError, ValueError) as error:  # full disk, no permission, an encoder's limit
         raise ImageError(f"{path}: cannot write ({getattr(error, 'strerror', None) or error})") from None
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

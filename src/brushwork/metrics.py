@@ -6,6 +6,8 @@ and every result names it (``loss_net``): numbers from different loss networks a
 
 from __future__ import annotations
 
+import math
+
 from typing import Mapping
 
 import numpy as np
@@ -38,6 +40,12 @@ def ssim(a: Image.Image | torch.Tensor, b: Image.Image | torch.Tensor) -> float:
     if gray_a.shape != gray_b.shape:
         raise ValueError(f"SSIM needs images of one size, got {gray_a.shape} and {gray_b.shape}")
     return float(structural_similarity(gray_a, gray_b, data_range=255))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two images in [0, 1] (clamped first, as when saved); inf if equal."""
+    mse = torch.mean((a.detach().float().clamp(0, 1) - b.detach().float().clamp(0, 1)) ** 2).item()
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def color_distance(a: torch.Tensor, b: torch.Tensor, quantiles: int = 256, max_pixels: int = 1 << 16) -> float:

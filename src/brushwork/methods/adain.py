@@ -11,6 +11,7 @@ loads as it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,6 +21,7 @@ from torch import nn
 
 from ..errors import BrushworkError, WeightsError
 from ..functional import adaptive_instance_norm, mean_std, normalize_weights
+from ..tiling import count_tiles, map_tiles, tile_for_budget
 from ..vgg import BLOCKS, VGGFeatures, load_loss_network
 from ..weights import read_state_dict
 from .microast import pad_to
@@ -28,6 +30,17 @@ from .microast import pad_to
 ENCODER_LAYER = "relu4_1"
 #: Three poolings before relu4_1: the decoder works on sizes that are multiples of 8.
 SIZE_MULTIPLE = 8
+#: Receptive radius of the encoder to relu4_1 (full-resolution pixels: nine 3x3 convolutions and three poolings
+#: for VGG19) and of the decoder (relu4_1 pixels), rounded up: the margins tiles need to come out exact.
+ENCODER_HALO = 40
+DECODER_HALO = 5
+#: Working memory of a tile, bytes per full-resolution pixel (64-channel float maps at full resolution in the
+#: encoder and the decoder), what the whole image keeps between the stages (512 channels at 1/8 resolution) and
+#: what oneDNN and the allocator hold whatever the size (measured on the CPU at 2048 and 3072 px with tiles of
+#: 512 and 1024 px: about 410 B/px of a tile with its margins, 41 B/px and 270 MB).
+TILE_BYTES_PER_PIXEL = 600
+IMAGE_BYTES_PER_PIXEL = 41
+WORKSPACE_BYTES = 300 * 2**20
 
 
 def decoder_layers(architecture: str) -> list[nn.Module]:
@@ -78,15 +91,28 @@ class AdaIN(nn.Module):
         self.encoder = encoder
         self.decoder = decoder if decoder is not None else AdaINDecoder(encoder.architecture)
         self.encoder_name = encoder_name
+        #: Layout of the tensors given to the convolutions (channels-last after :meth:`fast`).
+        self.memory_format = torch.contiguous_format
+
+    def fast(self) -> "AdaIN":
+        """Turn on the fast inference path in place (channels-last layout for oneDNN / tensor cores)."""
+        self.to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last
+        return self
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encoder(image)[ENCODER_LAYER]
+        return self.encoder(image.contiguous(memory_format=self.memory_format))[ENCODER_LAYER]
 
-    def encode_style(self, style: torch.Tensor) -> StyleStatistics:
-        return StyleStatistics(*mean_std(self.encode(style)))
+    def encode_style(self, style: torch.Tensor, tile: int | None = None) -> StyleStatistics:
+        """relu4_1 means and standard deviations of Nx3xHxW style images (``tile``: encode in tiles)."""
+        return StyleStatistics(*mean_std(self._encode_tiled(style, tile)))
+
+    def _encode_tiled(self, image: torch.Tensor, tile: int | None, progress=None) -> torch.Tensor:
+        return map_tiles(self.encode, image, scale=Fraction(1, SIZE_MULTIPLE), tile=tile, halo=ENCODER_HALO,
+                         multiple=SIZE_MULTIPLE, progress=progress)
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:
-        return self.decoder(features)
+        return self.decoder(features.contiguous(memory_format=self.memory_format))
 
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """The reference computation: decode(AdaIN(f(content), f(style))), for sizes that are multiples of 8."""
@@ -94,36 +120,62 @@ class AdaIN(nn.Module):
 
     def stylize(self, content: torch.Tensor, styles: Sequence[StyleStatistics],
                 style_weights: Sequence[float] | None = None, alpha: float = 1.0,
-                masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+                masks: Sequence[torch.Tensor] | None = None, tile: int | None = None,
+                progress=None) -> torch.Tensor:
         """Paint Nx3xHxW ``content`` (any size) with encoded ``styles``; the output has the content's size.
 
         ``masks``: one HxW (or 1x1xHxW) map in [0, 1] per style, the share of that style at each pixel; where the
         shares add up to less than 1 the rest is the content's own features. With masks, ``style_weights``
-        scale each style's share.
+        scale each style's share. ``tile``: work in tiles of about that many pixels a side, with the
+        statistics of the whole image (bounded memory, same output); ``progress`` is called per tile done.
         """
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
         height, width = content.shape[-2:]
-        features = self.encode(pad_to(content, SIZE_MULTIPLE))
+        features = self._encode_tiled(pad_to(content, SIZE_MULTIPLE), tile, progress)
+        own = mean_std(features)
         weights = normalize_weights(style_weights, len(styles))
         if masks is None:
             mixed = StyleStatistics.blend(list(styles), weights)
-            target = adaptive_instance_norm(features, mixed.mean, mixed.std)
+            styles, shares = [mixed], None
         else:
             if len(masks) != len(styles):
                 raise ValueError(f"give one mask per style: {len(styles)} style(s), {len(masks)} mask(s)")
             shares = torch.cat([self._mask_at(m, (height, width), features) for m in masks], dim=1)
             shares = shares * torch.tensor(weights, device=shares.device, dtype=shares.dtype).view(1, -1, 1, 1)
             shares = shares * len(masks)  # equal weights leave the masks as they are
-            total = shares.sum(dim=1, keepdim=True)
-            shares = shares / total.clamp(min=1.0)  # overlapping masks share a pixel; gaps keep the content
-            target = features * (1.0 - shares.sum(dim=1, keepdim=True))
-            for k, statistics in enumerate(styles):
-                target = target + shares[:, k:k + 1] * adaptive_instance_norm(features, statistics.mean,
-                                                                              statistics.std)
-        if alpha < 1.0:
-            target = alpha * target + (1.0 - alpha) * features
-        return self.decode(target)[..., :height, :width]
+            shares = shares / shares.sum(dim=1, keepdim=True).clamp(min=1.0)  # overlaps share; gaps keep content
+
+        def paint(piece: torch.Tensor, piece_shares: torch.Tensor | None = None) -> torch.Tensor:
+            if piece_shares is None:
+                target = adaptive_instance_norm(piece, styles[0].mean, styles[0].std, own)
+            else:
+                target = piece * (1.0 - piece_shares.sum(dim=1, keepdim=True))
+                for k, statistics in enumerate(styles):
+                    target = target + piece_shares[:, k:k + 1] * adaptive_instance_norm(
+                        piece, statistics.mean, statistics.std, own)
+            if alpha < 1.0:
+                target = alpha * target + (1.0 - alpha) * piece
+            return self.decode(target)
+
+        output = map_tiles(paint, [features] if shares is None else [features, shares], scale=SIZE_MULTIPLE,
+                           tile=None if tile is None else max(1, tile // SIZE_MULTIPLE), halo=DECODER_HALO,
+                           progress=progress)
+        return output[..., :height, :width]
+
+    def decode_steps(self, content: torch.Tensor, tile: int | None) -> int:
+        """How many times :meth:`stylize` calls ``progress``."""
+        height, width = pad_to(content, SIZE_MULTIPLE).shape[-2:]
+        eighth = None if tile is None else max(1, tile // SIZE_MULTIPLE)
+        return (count_tiles(height, width, tile, 0, SIZE_MULTIPLE)
+                + count_tiles(height // SIZE_MULTIPLE, width // SIZE_MULTIPLE, eighth, 0))
+
+    @staticmethod
+    def tile_for(height: int, width: int, budget: int | None) -> int | None:
+        """The tile side that keeps painting an image of this size within ``budget`` bytes (None: no tiling)."""
+        return tile_for_budget(height, width, budget, bytes_per_pixel=TILE_BYTES_PER_PIXEL,
+                               fixed_bytes=IMAGE_BYTES_PER_PIXEL * height * width + WORKSPACE_BYTES,
+                               multiple=SIZE_MULTIPLE)
 
     @staticmethod
     def _mask_at(mask: torch.Tensor, size: tuple[int, int], features: torch.Tensor) -> torch.Tensor:

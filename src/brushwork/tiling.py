@@ -1,0 +1,162 @@
+"""Tiled inference: a network applied to overlapping tiles of a large image, in bounded memory, without seams.
+
+A convolutional stage changes a pixel only through its neighbours within the stage's receptive radius. Each tile
+is therefore cut out with a margin (``halo``) at least that wide, run through the stage, and only its interior is
+kept: the interior is then exactly what the whole image would give, and the tiles meet without seams. What is
+*not* local, the instance-normalisation statistics, is computed between stages over the whole intermediate map
+(see :func:`brushwork.functional.adaptive_instance_norm`'s ``own``), never per tile.
+
+Tiles start at multiples of ``multiple`` (the product of the strides before the stage's output), so strided
+convolutions and poolings sample the same positions as on the whole image; at the image's borders the tile has no
+margin and the network's own padding applies, as on the whole image.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .errors import BrushworkError
+
+#: A stage: a tile of its input (Nx C x h x w) to its output at ``scale`` times the resolution.
+Stage = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile in input pixels: the interior ``[top, bottom) x [left, right)`` and the margin-extended cut."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    cut_top: int
+    cut_bottom: int
+    cut_left: int
+    cut_right: int
+
+
+def tiles(height: int, width: int, size: int, halo: int, multiple: int = 1) -> list[Tile]:
+    """Tiles of about ``size`` x ``size`` interior pixels covering a ``height`` x ``width`` map, with ``halo``
+    pixels of margin where the map goes on; interior edges and margins fall on multiples of ``multiple``."""
+    size = max(multiple, size - size % multiple)
+    halo = math.ceil(halo / multiple) * multiple
+    result = []
+    for top, bottom in _spans(height, size):
+        for left, right in _spans(width, size):
+            result.append(Tile(top, bottom, left, right, max(0, top - halo), min(height, bottom + halo),
+                               max(0, left - halo), min(width, right + halo)))
+    return result
+
+
+def _spans(length: int, size: int) -> Iterator[tuple[int, int]]:
+    """Split ``length`` into pieces of ``size`` (the last one takes the rest; a sliver is merged into it)."""
+    starts = list(range(0, length, size))
+    if len(starts) > 1 and length - starts[-1] < size // 4:
+        starts.pop()
+    for index, start in enumerate(starts):
+        yield start, starts[index + 1] if index + 1 < len(starts) else length
+
+
+def map_tiles(stage: Stage, source: torch.Tensor | Sequence[torch.Tensor], *, scale: Fraction | int,
+              tile: int | None, halo: int, multiple: int = 1, progress: Callable[[int], None] | None = None,
+              store: torch.dtype | None = None) -> torch.Tensor:
+    """Apply ``stage`` to ``source`` (NxCxHxW, or several maps of the same height and width, given to ``stage``
+    as that many arguments) tile by tile and assemble the output (at ``scale`` times the resolution).
+    ``tile=None`` runs the whole map at once. ``progress`` is called with the number of tiles done. ``store``:
+    the dtype the tiled output is kept in (by default the stage's)."""
+    scale = Fraction(scale)
+    sources = [source] if isinstance(source, torch.Tensor) else list(source)
+    height, width = sources[0].shape[-2:]
+    if tile is None or (tile >= height and tile >= width):
+        output = stage(*sources)
+        if progress:
+            progress(1)
+        return output
+    output = None
+    out_height, out_width = _scaled(height, scale), _scaled(width, scale)
+    reached_height = reached_width = 0
+    for piece in tiles(height, width, tile, halo, multiple):
+        result = stage(*(part[..., piece.cut_top:piece.cut_bottom, piece.cut_left:piece.cut_right]
+                         for part in sources))
+        if output is None:
+            output = torch.empty((*result.shape[:-2], out_height, out_width), dtype=store or result.dtype,
+                                 device=result.device)
+        # Interior edges are multiples of ``multiple`` and scale exactly; at the image's far edges the stage's
+        # own rounding (ceil for padded strided convolutions, floor for poolings without ceil mode) decides.
+        out_top, out_left = _scaled(piece.top, scale), _scaled(piece.left, scale)
+        top, left = out_top - _scaled(piece.cut_top, scale), out_left - _scaled(piece.cut_left, scale)
+        rows = min(_scaled(piece.bottom, scale) - out_top, result.shape[-2] - top)
+        columns = min(_scaled(piece.right, scale) - out_left, result.shape[-1] - left)
+        output[..., out_top:out_top + rows, out_left:out_left + columns] = \
+            result[..., top:top + rows, left:left + columns]
+        reached_height, reached_width = max(reached_height, out_top + rows), max(reached_width, out_left + columns)
+        if progress:
+            progress(1)
+    return output[..., :reached_height, :reached_width]
+
+
+def map_statistics(features: torch.Tensor, rows: int = 64, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`brushwork.functional.mean_std` of a large map (any float dtype), a band of ``rows`` at a time in
+    float64, so that no full-size float32 copy is made."""
+    total = torch.zeros(features.shape[:2], dtype=torch.float64, device=features.device)
+    squares = torch.zeros_like(total)
+    for top in range(0, features.shape[-2], rows):
+        band = features[..., top:top + rows, :].double()
+        total += band.sum(dim=(2, 3))
+        squares += band.square().sum(dim=(2, 3))
+    count = features.shape[-2] * features.shape[-1]
+    mean = total / count
+    variance = (squares - total * mean) / max(count - 1, 1)
+    std = (variance.clamp(min=0) + eps).sqrt()
+    return mean.float()[..., None, None], std.float()[..., None, None]
+
+
+def _scaled(pixels: int, scale: Fraction) -> int:
+    return math.ceil(pixels * scale)
+
+
+def count_tiles(height: int, width: int, tile: int | None, halo: int, multiple: int = 1) -> int:
+    if tile is None or (tile >= height and tile >= width):
+        return 1
+    return len(tiles(height, width, tile, halo, multiple))
+
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
+
+
+def parse_memory(text: str | int | None) -> int | None:
+    """'1.5G', '800M', '2gb' or a number of bytes -> bytes; None or 'none' -> None (no limit)."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
+        return None
+    if isinstance(text, (int, float)):
+        value = int(text)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+        if not match or match.group(2).lower() not in _UNITS:
+            raise BrushworkError(f"a memory size is like 800M or 1.5G, not {text!r}")
+        value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if value < 64 * 2**20:
+        raise BrushworkError(f"a memory budget below 64 MB is too small to work in, not {text!r}")
+    return value
+
+
+def tile_for_budget(height: int, width: int, budget: int | None, *, bytes_per_pixel: float, fixed_bytes: float,
+                    multiple: int, smallest: int = 256) -> int | None:
+    """The tile side (input pixels) whose working memory fits ``budget``, or None when the whole image fits.
+
+    ``fixed_bytes``: what the image needs whatever the tiling (its maps kept between stages, the libraries'
+    workspace); ``bytes_per_pixel``: the working memory of a stage per input pixel of a tile (measured for each
+    model). When the fixed part alone nearly fills the budget (very large images), tiles still get a quarter of
+    it: the budget is then exceeded rather than the work slowed to a crawl by tiny tiles.
+    """
+    if budget is None or fixed_bytes + bytes_per_pixel * height * width <= budget:
+        return None
+    room = max(budget - fixed_bytes, budget / 4)
+    side = int(math.sqrt(room / bytes_per_pixel))
+    return max(smallest, side - side % multiple)

@@ -1,0 +1,178 @@
+"""Tiled inference and the fast path: the same pictures as the plain whole-image network, in bounded memory."""
+
+from __future__ import annotations
+
+import copy
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from brushwork import Stylizer, load_model, stylize
+from brushwork.cli import cli
+from brushwork.errors import BrushworkError
+from brushwork.metrics import psnr
+from brushwork.images import as_image, to_tensor
+from brushwork.methods import microast
+from brushwork.tiling import map_tiles, parse_memory, tile_for_budget, tiles
+
+
+
+@pytest.fixture(scope="module")
+def pair(shared):
+    """A real photo at an awkward size (not a multiple of 4 or 8) and a real painting."""
+    content = sorted((shared / "data" / "eval" / "content").iterdir())[2]
+    style = sorted((shared / "data" / "eval" / "style").iterdir())[5]
+    return (to_tensor(Image.open(content).convert("RGB").resize((413, 298))),
+            to_tensor(Image.open(style).convert("RGB").resize((230, 190))))
+
+
+@pytest.mark.parametrize("height, width, size, halo, multiple", [(298, 413, 128, 24, 4), (75, 104, 32, 2, 1),
+                                                                  (40, 40, 64, 6, 1), (300, 130, 96, 40, 8)])
+def test_tile_interiors_cover_the_map_once_and_cuts_stay_inside(height, width, size, halo, multiple):
+    cover = torch.zeros(height, width, dtype=torch.int32)
+    for tile in tiles(height, width, size, halo, multiple):
+        cover[tile.top:tile.bottom, tile.left:tile.right] += 1
+        assert 0 <= tile.cut_top <= tile.top < tile.bottom <= tile.cut_bottom <= height
+        assert 0 <= tile.cut_left <= tile.left < tile.right <= tile.cut_right <= width
+        assert tile.top % multiple == 0 and tile.left % multiple == 0 and tile.cut_top % multiple == 0
+        assert tile.top - tile.cut_top in (0, math.ceil(halo / multiple) * multiple)
+    assert bool((cover == 1).all())
+
+
+def test_map_tiles_of_a_convolution_equals_the_whole_map():
+    torch.manual_seed(0)
+    layer = torch.nn.Conv2d(3, 5, 5, padding=2, padding_mode="reflect")
+    source = torch.rand(1, 3, 70, 90)
+    with torch.no_grad():
+        tiled = map_tiles(layer, source, scale=1, tile=32, halo=2)
+        too_small_halo = map_tiles(layer, source, scale=1, tile=32, halo=1)
+        assert torch.allclose(tiled, layer(source), atol=1e-6)
+        assert not torch.allclose(too_small_halo, layer(source), atol=1e-3)  # the margin is what makes it exact
+
+
+def test_microast_in_tiles_equals_the_whole_image(official_model, pair):
+    content, style = pair
+    with torch.inference_mode():
+        signals = official_model.encode_style(style)
+        whole = official_model.decode(content, signals)
+        done = []
+        tiled = official_model.decode(content, signals, tile=96, progress=done.append)
+        assert tiled.shape == content.shape
+        # Exact but for the float16 storage of the maps between stages.
+        assert psnr(tiled, whole) > 55 and (tiled - whole).abs().max().item() < 4 / 255
+        assert len(done) == official_model.decode_steps(content, 96) > 3
+        # The style encoder in tiles gives the same signals, and alpha < 1 (the content's own signals) too.
+        tiled_signals = official_model.encode_style(style, tile=64)
+        for a, b in zip(signals.components(), tiled_signals.components()):
+            assert torch.allclose(a, b, atol=1e-5)
+        mixed = official_model.stylize(content, [signals], alpha=0.5)
+        assert psnr(official_model.stylize(content, [signals], alpha=0.5, tile=96), mixed) > 55
+
+
+def test_per_tile_statistics_would_show_seams(official_model, pair):
+    """Why the whole image's statistics matter: normalising each tile by its own gives a different picture."""
+    content, style = pair
+    with torch.inference_mode():
+        signals = official_model.encode_style(style)
+        whole = official_model.decode(content, signals)
+        per_tile = map_tiles(lambda piece: official_model.decode(piece, signals), content, scale=1, tile=128, halo=0,
+                             multiple=4)
+        assert psnr(per_tile, whole) < 35
+
+
+def test_adain_in_tiles_equals_the_whole_image(weights_dir, pair):
+    model = load_model("adain-vgg16-hed", weights_dir=weights_dir, device="cpu", fast=False)
+    content, style = pair
+    mask = torch.zeros(1, 1, *content.shape[-2:])
+    mask[..., :, :200] = 1
+    with torch.inference_mode():
+        statistics = model.encode_style(style)
+        assert torch.allclose(model.encode_style(style, tile=64).mean, statistics.mean, atol=1e-4)
+        whole = model.stylize(content, [statistics], alpha=0.8)
+        assert (model.stylize(content, [statistics], alpha=0.8, tile=96) - whole).abs().max().item() < 1e-4
+        own = model.encode_style(content)
+        whole = model.stylize(content, [statistics, own], masks=[mask, 1 - mask])
+        tiled = model.stylize(content, [statistics, own], masks=[mask, 1 - mask], tile=96)
+        assert (tiled - whole).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["microast", "microast-cv-coco-wikiart", "microast-cv-portraits", "adain-vgg16-hed"])
+def test_fast_path_stays_within_45_db_of_plain_fp32(weights_dir, pair, name):
+    plain = load_model(name, weights_dir=weights_dir, device="cpu", fast=False)
+    fast = load_model(name, weights_dir=weights_dir, device="cpu")
+    assert fast is not plain and next(fast.parameters()).is_contiguous(memory_format=torch.channels_last)
+    content, style = pair
+    with torch.inference_mode():
+        reference = plain.stylize(content, [plain.encode_style(style)])
+        assert psnr(fast.stylize(content, [fast.encode_style(style)]), reference) >= 45
+        assert psnr(fast.stylize(content, [fast.encode_style(style)], tile=128), reference) >= 45
+
+
+def test_fast_path_uses_bfloat16_only_where_the_cpu_has_it(official_model):
+    model = copy.deepcopy(official_model).fast()
+    low = {name for name, module in model.named_modules()
+           if isinstance(module, microast.ReflectConv) and module.compute_dtype is not None}
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert low == {"content_encoder.enc1.10.conv1", "content_encoder.enc1.10.conv2", "content_encoder.enc2.0.conv1",
+                       "content_encoder.enc2.0.conv2", "decoder.dec3.10"}
+        assert model.decoder.dec1.conv1.conv_layer.weight.dtype == torch.float32  # FilterMod blocks stay fp32
+    else:
+        assert low == set()
+
+
+def test_memory_budget_picks_tiles_only_for_large_images():
+    assert microast.MicroAST.tile_for(512, 512, 2**30) is None
+    assert microast.MicroAST.tile_for(4000, 4000, None) is None
+    tile = microast.MicroAST.tile_for(2160, 3840, 2**30)
+    assert tile is not None and tile % 4 == 0 and 256 <= tile < 2160
+    smaller = microast.MicroAST.tile_for(2160, 3840, 2**29)
+    assert smaller < tile
+    assert tile_for_budget(100, 100, 10_000, bytes_per_pixel=100, fixed_bytes=0, multiple=8, smallest=64) == 64
+    # When the maps kept between stages alone pass the budget, tiles still get a quarter of it.
+    assert tile_for_budget(10_000, 10_000, 2**30, bytes_per_pixel=256, fixed_bytes=2**31, multiple=4) == 1024
+
+
+@pytest.mark.parametrize("text, expected", [("800M", 800 * 2**20), ("1.5G", int(1.5 * 2**30)), ("2gb", 2 * 2**30),
+                                            ("none", None), (None, None), (2**30, 2**30)])
+def test_parse_memory(text, expected):
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "1.5T", "-1G", "10M"])
+def test_parse_memory_refuses_nonsense(text):
+    with pytest.raises(BrushworkError):
+        parse_memory(text)
+
+
+def test_stylizer_tiles_within_a_small_budget_with_the_same_result(weights_dir, pair):
+    content, style = pair
+    image, painting = as_image(content).resize((800, 580)), as_image(style)
+    content = to_tensor(image)
+    whole = stylize(image, painting, weights_dir=weights_dir, device="cpu", max_memory=None)
+    stylizer = Stylizer(weights_dir=weights_dir, device="cpu", max_memory="64M")
+    assert stylizer._tile(content) is not None
+    tiled = stylizer(image, painting)
+    assert psnr(to_tensor(tiled), to_tensor(whole)) > 50
+
+
+def test_cli_max_memory_and_exact(weights_dir, tmp_path, pair):
+    content, style = pair
+    as_image(content).resize((800, 580)).save(tmp_path / "photo.png")
+    as_image(style).save(tmp_path / "painting.png")
+    outputs = {}
+    for name, flags in {"tiled": ["--max-memory", "64M"], "exact": ["--exact", "--max-memory", "none"]}.items():
+        result = CliRunner().invoke(cli, ["stylize", str(tmp_path / "photo.png"), str(tmp_path / "painting.png"),
+                                          "-o", str(tmp_path / f"{name}.png"), "--weights-dir", str(weights_dir),
+                                          "--device", "cpu", *flags])
+        assert result.exit_code == 0, result.output
+        outputs[name] = to_tensor(Image.open(tmp_path / f"{name}.png"))
+    assert psnr(outputs["tiled"], outputs["exact"]) >= 45
+    result = subprocess.run([sys.executable, "-m", "brushwork", "stylize", str(tmp_path / "photo.png"),
+                             str(tmp_path / "painting.png"), "-o", str(tmp_path / "x.png"), "--max-memory", "lots"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "memory size" in result.stderr and "Traceback" not in result.stderr
