@@ -78,8 +78,16 @@ def test_stylizer_reuses_encoded_styles(pair, weights_dir):
     content, style = pair
     stylizer = api.Stylizer(weights_dir=weights_dir, content_size=64)
     first = stylizer(content, style)
-    assert list(stylizer._encoded_styles) == [str(style)]
+    assert list(stylizer._encoded_styles) == [("path", str(style))]
     assert np.array_equal(np.asarray(stylizer(content, style)), np.asarray(first))
+    # An image object is remembered by its pixels: the same pixels once, changed pixels again.
+    painting = Image.open(style).convert("RGB")
+    stylizer(content, painting)
+    stylizer(content, painting.copy())
+    assert len(stylizer._encoded_styles) == 2
+    painting.putpixel((0, 0), (255, 0, 255))
+    stylizer(content, painting)
+    assert len(stylizer._encoded_styles) == 3
 
 
 @pytest.mark.parametrize("options, message", [

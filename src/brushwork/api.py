@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -161,7 +163,8 @@ class Stylizer:
     def __init__(self, model: str | nn.Module | None = None, *, method: str | None = None, alpha: float = 1.0,
                  style_weights: Sequence[float] | None = None, content_size: int | None = None,
                  style_size: int | None = None, resize_by: str = "shorter", preserve_color: bool | str = False,
-                 device: str | torch.device = "auto", weights_dir=None, max_memory: int | str | None = DEFAULT_MAX_MEMORY,
+                 device: str | torch.device = "auto", weights_dir=None,
+                 max_memory: int | str | None = DEFAULT_MAX_MEMORY,
                  progress: bool = False, fast: bool = True, **options):
         if not 0.0 <= alpha <= 1.0:
             raise BrushworkError(f"alpha must be between 0 and 1, not {alpha}")
@@ -227,14 +230,10 @@ class Stylizer:
     def _encode_style(self, style: ImageLike, content: torch.Tensor):
         if self.color_mode == "histogram":  # depends on the content: not remembered
             return self._encode(match_color(self._tensor(style, self.style_size), content))
-        # Only styles named by a path or sample reference are remembered: other objects may change.
-        key = str(style) if isinstance(style, str) or hasattr(style, "__fspath__") else None
-        if key is not None and key in self._encoded_styles:
-            return self._encoded_styles[key]
-        encoded = self._encode(self._tensor(style, self.style_size))
-        if key is not None:
-            self._encoded_styles[key] = encoded
-        return encoded
+        key = _style_key(style)
+        if key not in self._encoded_styles:
+            self._encoded_styles[key] = self._encode(self._tensor(style, self.style_size))
+        return self._encoded_styles[key]
 
     def _tensor(self, value: ImageLike, size: int | None) -> torch.Tensor:
         image = resize(as_image(value), size, side=self.resize_by)
@@ -280,6 +279,17 @@ def _color_mode(value: bool | str | None) -> str | None:
     if value not in COLOR_MODES:
         raise BrushworkError(f"preserve colour by {' or '.join(COLOR_MODES)}, not {value!r}")
     return value
+
+
+def _style_key(style: ImageLike) -> tuple:
+    """What identifies a style image for the encoding cache: its path or sample name, or a digest of its pixels
+    (an image object may be changed between calls; hashing costs far less than encoding)."""
+    if isinstance(style, str) or hasattr(style, "__fspath__"):
+        return ("path", str(style))
+    if isinstance(style, Image.Image):
+        return ("image", style.mode, style.size, hashlib.sha1(style.tobytes()).hexdigest())
+    array = style.detach().cpu().numpy() if isinstance(style, torch.Tensor) else np.asarray(style)
+    return ("array", array.shape, str(array.dtype), hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest())
 
 
 def style_weights_for(weights: Sequence[float] | None, count: int) -> list[float]:

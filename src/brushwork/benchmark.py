@@ -91,7 +91,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def run_benchmark(models: list[str], sizes: list[str], devices: list[str] | None = None, *, runs: int = 5,
                   warmup: int = 1, rounds: int = 2, baseline: bool = True, weights_dir=None,
-                  progress: bool = True, gatys_steps: int | None = None, max_memory: int | str | None = DEFAULT_MAX_MEMORY,
+                  progress: bool = True, gatys_steps: int | None = None,
+                  max_memory: int | str | None = DEFAULT_MAX_MEMORY,
                   onnx: bool = False) -> list[dict]:
     """Measure every model x size x device, with the baseline next to each; one result dict per case.
 

@@ -581,6 +581,7 @@ def main() -> None:
         click.echo("brushwork: interrupted", err=True)
         sys.exit(130)
     except (MemoryError, torch.OutOfMemoryError):
-        click.echo("brushwork: error: out of memory; try a smaller --max-memory or --content-size, or --device cpu", err=True)
+        click.echo("brushwork: error: out of memory; try a smaller --max-memory or --content-size, or --device cpu",
+                   err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

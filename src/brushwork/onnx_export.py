@@ -146,7 +146,8 @@ class OnnxMicroAST(nn.Module):
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-                raise BrushworkError("this ONNX Runtime has no CUDA provider; install onnxruntime-gpu or use --device cpu")
+                raise BrushworkError("this ONNX Runtime has no CUDA provider; install onnxruntime-gpu or use "
+                                     "--device cpu")
             providers.insert(0, "CUDAExecutionProvider")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()

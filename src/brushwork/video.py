@@ -85,8 +85,8 @@ def stylize_video(input: VideoSource, styles: StyleInput, output: str | os.PathL
     x264's quality (lower: better, bigger). ``progress`` shows a progress bar on stderr.
 
     The output is written to a temporary file beside it and renamed at the end: a failed or interrupted run
-    leaves whatever was there before. Ctrl-C raises :class:`VideoInterrupted`. Styles given as paths or
-    ``sample:NAME`` are encoded once; other style objects are encoded again for every frame.
+    leaves whatever was there before. Ctrl-C raises :class:`VideoInterrupted`. Each style is encoded once (the
+    stylizer remembers paths and ``sample:NAME`` by name, images and arrays by their pixels).
     """
     if not 0.0 <= smooth < 1.0:
         raise BrushworkError(f"smoothing must be at least 0 and below 1, not {smooth}")

@@ -282,9 +282,10 @@ class MicroAST(nn.Module):
         """Turn on the fast inference path for this model's device, in place; returns the model.
 
         Channels-last layout everywhere (oneDNN's fast convolutions on the CPU, tensor cores on a GPU), ReLUs
-        fused into the convolutions before them (CPU), and the layers that keep the output within 45 dB PSNR of fp32 in a lower precision where the hardware computes
-        it natively: the content encoder's residual blocks and the final convolution in bfloat16 on CPUs with
-        AVX-512 BF16 or AMX, in float16 on CUDA GPUs. The FilterMod blocks, which amplify rounding, stay fp32.
+        fused into the convolutions before them (CPU), and a lower precision where the hardware computes it
+        natively and the output stays within 45 dB PSNR of fp32: the content encoder's residual blocks and the
+        final convolution in bfloat16 on CPUs with AVX-512 BF16 or AMX, in float16 on CUDA GPUs. The FilterMod
+        blocks, which amplify rounding, stay fp32.
         """
         device = next(self.parameters()).device
         self.to(memory_format=torch.channels_last)
