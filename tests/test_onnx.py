@@ -14,7 +14,7 @@ from brushwork import Stylizer, load_model
 from brushwork.errors import BrushworkError
 from brushwork.metrics import psnr
 from brushwork.images import to_tensor
-from brushwork.onnx_export import SIGNAL_NAMES, export_onnx, style_path
+from brushwork.onnx_export import SIGNAL_NAMES, STAGES, export_onnx, stage_path, style_path
 
 
 
@@ -35,9 +35,10 @@ def exported(tmp_path_factory, weights_dir, images):
     return folder / "microast.onnx", report
 
 
-def test_export_writes_two_checked_graphs_with_dynamic_sizes(exported):
+def test_export_writes_checked_graphs_with_dynamic_sizes(exported):
     path, report = exported
-    assert report.paths == [path, style_path(path)] and report.psnr_db >= 45
+    assert report.paths == [path, style_path(path), *(stage_path(path, stage) for stage in STAGES)]
+    assert report.psnr_db >= 45
     graph = onnx.load(str(path)).graph
     assert [node.name for node in graph.input] == ["content", *SIGNAL_NAMES]
     dims = graph.input[0].type.tensor_type.shape.dim
@@ -56,6 +57,21 @@ def test_onnx_runtime_matches_pytorch_at_other_sizes(exported, weights_dir, imag
         result = runtime.stylize(content, [runtime.encode_style(style)], alpha=0.7)
     assert result.shape == content.shape
     assert psnr(result, reference) >= 45
+
+
+def test_onnx_runtime_paints_large_images_in_tiles(exported, weights_dir, images):
+    path, _ = exported
+    content = to_tensor(images[0].resize((700, 460)))
+    style = to_tensor(images[1].resize((256, 256)))
+    plain = load_model("microast", weights_dir=weights_dir, device="cpu", fast=False)
+    runtime = load_model(str(path), device="cpu")
+    assert runtime.tile_for(460, 700, 64 * 2**20) is not None and runtime.tile_for(460, 700, None) is None
+    done = []
+    with torch.inference_mode():
+        reference = plain.stylize(content, [plain.encode_style(style)])
+        tiled = runtime.stylize(content, [runtime.encode_style(style)], tile=256, progress=done.append)
+    assert tiled.shape == content.shape and len(done) == runtime.decode_steps(content, 256) > 3
+    assert psnr(tiled, reference) >= 45
 
 
 def test_onnx_model_is_a_backend_of_the_api_and_cli(exported, images, tmp_path):

@@ -5,7 +5,7 @@ Variants: ``brushwork`` is the path users get (the fast path of ``load_model``, 
 under inference mode, tiled within the default memory budget as :class:`~brushwork.api.Stylizer` does);
 ``baseline`` is the plain eager fp32 pattern of the reference implementation: the plain network's
 ``forward(content, style)`` on the whole image under ``no_grad``, no tiling, no fusion; ``onnx`` (MicroAST, on
-request) is the model exported to ONNX and run by ONNX Runtime.
+request) is the model exported to ONNX and run by ONNX Runtime, in tiles within the same budget.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def run_benchmark(models: list[str], sizes: list[str], devices: list[str] | None
         exports = _export_for_benchmark(models, Path(folder), weights_dir) if onnx else {}
         groups = [[Case(model, variant, device, width, height, runs, warmup, options[model], budget)
                    for variant in variants] +
-                  [Case(exports[model], ONNX_VARIANT, device, width, height, runs, warmup) for _ in
+                  [Case(exports[model], ONNX_VARIANT, device, width, height, runs, warmup, (), budget) for _ in
                    ([None] if model in exports else [])]
                   for model in models for device in devices for width, height in shapes]
         results = _run_rounds(groups, _measure, weights_dir, rounds, "benchmark", progress)
@@ -193,7 +193,7 @@ def _measure(case: Case, weights_dir: list[str]) -> dict:
     generator = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, case.height, case.width, generator=generator).to(device)
     style = torch.rand(1, 3, *STYLE_SIZE, generator=generator).to(device)
-    tile_for = getattr(model, "tile_for", None) if case.variant == "brushwork" else None
+    tile_for = getattr(model, "tile_for", None) if case.variant != "baseline" else None
     tiling = {"tile": tile} if tile_for and (tile := tile_for(case.height, case.width, case.max_memory)) else {}
 
     if case.variant == "baseline":
