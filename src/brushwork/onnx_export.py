@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from fractions import Fraction
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
@@ -24,9 +23,7 @@ from torch import nn
 from .errors import BrushworkError
 from .functional import normalize_weights
 from .metrics import psnr
-from .methods.microast import (ENCODER_HALO, FIRST_HALF_HALO, SECOND_HALF_HALO, SIZE_MULTIPLE, STORE_DTYPE, MicroAST,
-                               StyleSignals, pad_to)
-from .tiling import map_statistics, map_tiles
+from .methods.microast import SECOND_HALF_HALO, SIZE_MULTIPLE, MicroAST, StyleSignals, pad_to, paint_in_tiles
 
 SIGNAL_NAMES = tuple(f"{field.name}_{level}" for field in fields(StyleSignals) for level in ("shallow", "deep"))
 #: PSNR (dB) an export must reach against PyTorch on the check image, or it is refused.
@@ -272,16 +269,11 @@ class OnnxMicroAST(nn.Module):
             return (*own, signals.means[index], signals.stds[index], signals.filter_weights[index],
                     signals.filter_biases[index])
 
-        quarter = max(1, tile // SIZE_MULTIPLE)
-        deep = map_tiles(lambda piece: run(encoder, piece), padded, scale=Fraction(1, SIZE_MULTIPLE), tile=tile,
-                         halo=ENCODER_HALO, multiple=SIZE_MULTIPLE, progress=progress, store=STORE_DTYPE)
-        own = map_statistics(deep)
-        hidden = map_tiles(lambda piece: run(first, piece, *level(own, 1)), deep, scale=1, tile=quarter,
-                           halo=FIRST_HALF_HALO, progress=progress, store=STORE_DTYPE)
-        del deep
-        own = map_statistics(hidden)
-        return map_tiles(lambda piece: run(second, piece, *level(own, 0)), hidden, scale=SIZE_MULTIPLE, tile=quarter,
-                         halo=max(SECOND_HALF_HALO.values()), progress=progress)  # the widest head's
+        # The export does not record its decoder head: the widest head's margin is exact for all of them.
+        return paint_in_tiles(padded, tile, progress=progress, second_halo=max(SECOND_HALF_HALO.values()),
+                              encode=lambda piece: run(encoder, piece),
+                              first_half=lambda piece, own: run(first, piece, *level(own, 1)),
+                              second_half=lambda piece, own: run(second, piece, *level(own, 0)))
 
     def tile_for(self, height: int, width: int, budget: int | None) -> int | None:
         """As :meth:`MicroAST.tile_for`, for exports that have the stage graphs (others never tile)."""

@@ -337,23 +337,11 @@ class MicroAST(nn.Module):
         padded = pad_to(content, SIZE_MULTIPLE)
         if tile is None:
             return self.decoder(self.content_encoder(self._layout(padded)), signals)[..., :height, :width]
-        # In tiles, the two quarter-resolution maps kept between stages are stored in float16 (measured: 58-63 dB
-        # PSNR to float32, values far inside its range), which halves what the whole image needs.
-        quarter = max(1, tile // SIZE_MULTIPLE)
-        deep = map_tiles(lambda piece: self.content_encoder(self._layout(piece))[1], padded,
-                         scale=Fraction(1, SIZE_MULTIPLE), tile=tile, halo=ENCODER_HALO, multiple=SIZE_MULTIPLE,
-                         progress=progress, store=STORE_DTYPE)
-        own = map_statistics(deep)
-        hidden = map_tiles(lambda piece: self.decoder.first_half(self._layout(piece.float()), signals, own), deep,
-                           scale=1, tile=quarter, halo=FIRST_HALF_HALO, progress=progress, store=STORE_DTYPE)
-        del deep
-        own = map_statistics(hidden)
-        if not torch.isfinite(own[1]).all():  # out of float16's range: not seen on real images, but possible
-            raise BrushworkError("the features of this image overflow the tiled path's float16 maps; paint it "
-                                 "with --max-memory none")
-        output = map_tiles(lambda piece: self.decoder.second_half(self._layout(piece.float()), signals, own), hidden,
-                           scale=SIZE_MULTIPLE, tile=quarter, halo=SECOND_HALF_HALO[self.decoder.head],
-                           progress=progress)
+        output = paint_in_tiles(
+            padded, tile, progress=progress, second_halo=SECOND_HALF_HALO[self.decoder.head],
+            encode=lambda piece: self.content_encoder(self._layout(piece))[1],
+            first_half=lambda piece, own: self.decoder.first_half(self._layout(piece), signals, own),
+            second_half=lambda piece, own: self.decoder.second_half(self._layout(piece), signals, own))
         return output[..., :height, :width]
 
     def decode_steps(self, content: torch.Tensor, tile: int | None) -> int:
@@ -387,6 +375,28 @@ class MicroAST(nn.Module):
         return tile_for_budget(height, width, budget, bytes_per_pixel=TILE_BYTES_PER_PIXEL,
                                fixed_bytes=IMAGE_BYTES_PER_PIXEL * height * width + WORKSPACE_BYTES,
                                multiple=SIZE_MULTIPLE)
+
+
+def paint_in_tiles(padded: torch.Tensor, tile: int, *, encode: Callable, first_half: Callable, second_half: Callable,
+                   second_halo: int, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """MicroAST's decoding of a padded content image in tiles, whatever runs the stages (PyTorch or ONNX Runtime):
+    ``encode(tile)`` -> deep features, ``first_half(tile, own)`` and ``second_half(tile, own)`` with ``own`` the
+    statistics of the whole map they read. The two quarter-resolution maps kept between stages are stored in
+    float16 (measured: 58-63 dB PSNR to float32, values far inside its range), which halves what the image needs.
+    """
+    quarter = max(1, tile // SIZE_MULTIPLE)
+    deep = map_tiles(encode, padded, scale=Fraction(1, SIZE_MULTIPLE), tile=tile, halo=ENCODER_HALO,
+                     multiple=SIZE_MULTIPLE, progress=progress, store=STORE_DTYPE)
+    own = map_statistics(deep)
+    hidden = map_tiles(lambda piece: first_half(piece.float(), own), deep, scale=1, tile=quarter,
+                       halo=FIRST_HALF_HALO, progress=progress, store=STORE_DTYPE)
+    del deep
+    own = map_statistics(hidden)
+    if not torch.isfinite(own[1]).all():  # out of float16's range: not seen on real images, but possible
+        raise BrushworkError("the features of this image overflow the tiled path's float16 maps; paint it "
+                             "with --max-memory none")
+    return map_tiles(lambda piece: second_half(piece.float(), own), hidden, scale=SIZE_MULTIPLE, tile=quarter,
+                     halo=second_halo, progress=progress)
 
 
 def _can_fuse_relu(device: torch.device) -> bool:
