@@ -20,18 +20,21 @@ from . import weights as registry
 from .errors import BrushworkError
 from .functional import match_color, normalize_weights, preserve_color
 from .images import ImageLike, as_image, resize, to_image, to_tensor
-from .methods import adain, gatys, microast
+from .methods import adain, gatys, johnson, microast, vst
 from .tiling import parse_memory
 
 #: How each architecture in the weights registry becomes a ready model, from its entry and the local folders.
 LOADERS: dict[str, Callable[[registry.Weights, list], nn.Module]] = {
     "microast": lambda entry, dirs: microast.load(registry.resolve(entry, dirs)),
     "adain": lambda entry, dirs: adain.load(registry.resolve(entry, dirs), entry.encoder, dirs),
+    "johnson": lambda entry, dirs: johnson.load(registry.resolve(entry, dirs), entry.style or ""),
+    "vst": lambda entry, dirs: vst.load(registry.resolve(entry, dirs), entry.encoder, weights_dir=dirs),
 }
 
 #: The methods, each with the model ``--method`` alone gives. Gatys needs no trained weights: its "model" is
 #: the optimisation over a loss network.
-METHODS: dict[str, str] = {"microast": registry.DEFAULT_MODEL, "adain": "adain", "gatys": "gatys"}
+METHODS: dict[str, str] = {"microast": registry.DEFAULT_MODEL, "adain": "adain", "gatys": "gatys",
+                           "johnson": registry.DEFAULT_JOHNSON, "vst": "vst"}
 #: Colour preservation: luminance-only transfer (after), or matching the style's colours to the content's
 #: (before; Gatys et al. 2017).
 COLOR_MODES = ("luminance", "histogram")
@@ -105,7 +108,7 @@ def load_model(name: str | os.PathLike | None = None, *, method: str | None = No
 
 
 def method_of(model: nn.Module) -> str:
-    """The method a loaded model implements: microast, adain or gatys."""
+    """The method a loaded model implements: microast, adain, gatys, johnson or vst."""
     if hasattr(model, "method"):  # a model run by another backend says which method it exports
         return model.method
     for method, kind in (("gatys", gatys.Gatys), ("adain", adain.AdaIN), ("microast", microast.MicroAST)):
@@ -121,7 +124,7 @@ def _check_method(method: str | None, actual: str, name: str) -> None:
 
 def _folder_files(folder: Path) -> tuple[str, dict[str, Path], str | None]:
     """Which method a folder of trained weights is for (its training.json says; MicroAST's four files
-    otherwise), its files, and (AdaIN) the registry name of its encoder."""
+    otherwise), its files, and (AdaIN, VST) the registry name of its encoder (Johnson: its style's name)."""
     record = {}
     if (folder / "training.json").is_file():
         try:
@@ -130,6 +133,10 @@ def _folder_files(folder: Path) -> tuple[str, dict[str, Path], str | None]:
             raise BrushworkError(f"{folder / 'training.json'}: unreadable ({error})") from None
     if record.get("method") == "adain":
         return "adain", {"decoder": adain.find_decoder(folder)}, record.get("encoder", "vgg19-normalised")
+    if record.get("method") == "johnson":
+        return "johnson", {"transform": johnson.find_weights(folder)}, record.get("style", "")
+    if record.get("method") == "vst":
+        return "vst", {"vst": vst.find_weights(folder)}, record.get("encoder", "vgg16-hed")
     return "microast", microast.find_parts(folder), None
 
 
@@ -143,7 +150,15 @@ def _load(name: str, device: torch.device, dirs: tuple, fast: bool) -> nn.Module
 def _load_folder(kind: str, encoder: str | None, files: tuple, device: torch.device, dirs: tuple,
                  fast: bool) -> nn.Module:
     paths = {key: path for key, path, _ in files}
-    model = adain.load(paths, encoder, list(dirs)) if kind == "adain" else microast.load(paths)
+    if kind == "adain":
+        model = adain.load(paths, encoder, list(dirs))
+    elif kind == "johnson":
+        model = johnson.load(paths, encoder or "")
+    elif kind == "vst":
+        latent = json.loads((paths["vst"].parent / "training.json").read_text()).get("latent_dim", vst.LATENT_DIM)
+        model = vst.load(paths, encoder, latent, list(dirs))
+    else:
+        model = microast.load(paths)
     return _ready(model, device, fast)
 
 
@@ -187,9 +202,35 @@ class Stylizer:
         self.resize_by = resize_by
         self._encoded_styles: dict[str, object] = {}
 
-    def __call__(self, content: ImageLike, style: StyleInput, masks: Sequence[ImageLike] | None = None) -> Image.Image:
+    def __call__(self, content: ImageLike, style: StyleInput | None = None,
+                 masks: Sequence[ImageLike] | None = None, noise: torch.Tensor | None = None) -> Image.Image:
         """Paint ``content`` with one style image or a weighted mix of several; ``masks`` (one grayscale image
-        per style, white where that style goes; methods that have ``supports_masks``) place styles in regions."""
+        per style, white where that style goes; methods that have ``supports_masks``) place styles in regions.
+
+        A per-style model (johnson) takes no style. ``noise`` (methods with ``supports_samples``: vst) is one
+        draw from the model's latent Gaussian, as :meth:`samples` makes them; without it the mean code is used.
+        """
+        needs_style = getattr(self.model, "needs_style", True)
+        if not needs_style:
+            if style is not None and (not isinstance(style, (list, tuple)) or len(style)):
+                raise BrushworkError(f"a {self.method} model paints the style it was trained on"
+                                     f"{' (' + self.model.style_name + ')' if getattr(self.model, 'style_name', '') else ''}:"
+                                     " give no style image")
+            if masks is not None:
+                raise BrushworkError(f"masks are supported by the adain method, not by {self.method}")
+            if self.color_mode == "histogram" or self.style_weights is not None or noise is not None:
+                raise BrushworkError(f"colour matching, style weights and samples need style images, which a "
+                                     f"{self.method} model does not take")
+            content_tensor = self._tensor(content, self.content_size)
+            with torch.inference_mode():
+                output = self.model.stylize(content_tensor, [], None, self.alpha)
+                if self.color_mode == "luminance":
+                    output = preserve_color(output, content_tensor)
+            return to_image(output)
+        if style is None:
+            raise BrushworkError(f"give a style image: {self.method} paints any style")
+        if noise is not None and not getattr(self.model, "supports_samples", False):
+            raise BrushworkError(f"sampling several stylisations is a feature of the vst method, not of {self.method}")
         styles = _as_list(style)
         weights = style_weights_for(self.style_weights, len(styles))
         content_tensor = self._tensor(content, self.content_size)
@@ -200,6 +241,8 @@ class Stylizer:
             if len(masks) != len(styles):
                 raise BrushworkError(f"give one mask per style: {len(styles)} style(s), {len(masks)} mask(s)")
             extra["masks"] = [self._mask(mask, content_tensor) for mask in masks]
+        if noise is not None:
+            extra["noise"] = noise
         tile = self._tile(content_tensor)
         if tile is not None:
             extra["tile"] = tile
@@ -209,6 +252,15 @@ class Stylizer:
             if self.color_mode == "luminance":
                 output = preserve_color(output, content_tensor)
         return to_image(output)
+
+    def samples(self, content: ImageLike, style: StyleInput, count: int, seed: int = 0) -> list[Image.Image]:
+        """``count`` different stylisations of one pair, from codes drawn from the style's Gaussian (vst). The
+        same seed gives the same samples, and sample k does not depend on ``count``."""
+        if not getattr(self.model, "supports_samples", False):
+            raise BrushworkError(f"sampling several stylisations is a feature of the vst method, not of {self.method}")
+        if count < 1:
+            raise BrushworkError(f"the number of samples must be at least 1, not {count}")
+        return [self(content, style, noise=noise[None]) for noise in self.model.noise(count, seed)]
 
     def _tile(self, image: torch.Tensor) -> int | None:
         """The tile side that keeps this image within the memory budget, for models that work in tiles."""
@@ -246,12 +298,13 @@ class Stylizer:
         return to_tensor(image.convert("RGB"))[:, :1].to(self.device)
 
 
-def stylize(content: ImageLike, style: StyleInput, *, model: str | nn.Module | None = None,
+def stylize(content: ImageLike, style: StyleInput | None = None, *, model: str | nn.Module | None = None,
             method: str | None = None, alpha: float = 1.0, style_weights: Sequence[float] | None = None,
             masks: Sequence[ImageLike] | None = None, content_size: int | None = None,
             style_size: int | None = None, resize_by: str = "shorter", preserve_color: bool | str = False,
             device: str | torch.device = "auto", weights_dir=None,
-            max_memory: int | str | None = DEFAULT_MAX_MEMORY, **options) -> Image.Image:
+            max_memory: int | str | None = DEFAULT_MAX_MEMORY, noise: torch.Tensor | None = None,
+            **options) -> Image.Image:
     """Paint a content image in the style of one style image, or of a weighted mix of several.
 
     ``content`` and each style may be a path, ``sample:NAME``, a PIL image, an array or a tensor in [0, 1].
@@ -263,12 +316,13 @@ def stylize(content: ImageLike, style: StyleInput, *, model: str | nn.Module | N
     "histogram": the style's colours are matched to the content's first). ``max_memory`` (bytes, or like
     "800M"; None: no limit) bounds the working memory: larger images are painted in tiles, with the same
     result. ``options`` set the Gatys optimisation (``steps``, ``style_weight``, ...). The output has the
-    (resized) content's size. Returns an RGB PIL image.
+    (resized) content's size. A per-style model (``method="johnson"``) takes no ``style``; ``noise`` (vst) is a
+    draw from the latent Gaussian (see :meth:`Stylizer.samples`). Returns an RGB PIL image.
     """
     stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=style_weights, content_size=content_size,
                         style_size=style_size, resize_by=resize_by, preserve_color=preserve_color,
                         device=device, weights_dir=weights_dir, max_memory=max_memory, **options)
-    return stylizer(content, style, masks=masks)
+    return stylizer(content, style, masks=masks, noise=noise)
 
 
 def _color_mode(value: bool | str | None) -> str | None:

@@ -203,7 +203,8 @@ def _measure(case: Case, weights_dir: list[str]) -> dict:
     else:
         def call():
             with torch.inference_mode():
-                return model.stylize(content, [model.encode_style(style)], **tiling)
+                styles = [model.encode_style(style)] if getattr(model, "needs_style", True) else []
+                return model.stylize(content, styles, **tiling)
 
     def timed() -> float:
         start = time.perf_counter()

@@ -63,7 +63,8 @@ def _gatys_options(command):
                      help="gatys: total-variation weight [default: 0.3]."),
         click.option("--multiscale/--single-scale", default=None,
                      help="gatys: optimise coarse to fine (default) or at the full size only."),
-        click.option("--seed", type=int, default=None, help="gatys: seed of the noise start [default: 0]."),
+        click.option("--seed", type=int, default=None,
+                     help="gatys: seed of the noise start; vst: seed of the sampled style codes [default: 0]."),
         click.option("--loss-net", type=click.Choice(["auto", *LOSS_NETWORKS]), default=None,
                      help="gatys: the VGG to optimise with [default: auto, the best at hand]."),
     ]
@@ -74,7 +75,7 @@ def _gatys_options(command):
 
 @cli.command(epilog=_SAMPLES_HELP)
 @click.argument("content")
-@click.argument("style", nargs=-1, required=True)
+@click.argument("style", nargs=-1, required=False)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output file (its extension sets the format), or a folder when a folder is given as input.")
 @click.option("--method", type=click.Choice(list(METHODS)), default=None,
@@ -115,19 +116,25 @@ def _gatys_options(command):
 @click.option("--format", "image_format", type=click.Choice(["png", "jpg", "webp"]), default="png",
               show_default=True, help="Output format when writing into a folder.")
 @click.option("--skip-existing", is_flag=True, help="In folder mode, leave outputs that already exist alone.")
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help="vst: paint N stylisations from style codes sampled with --seed, written as OUTPUT_1 .. "
+                   "OUTPUT_N (without it, or with --seed alone: the mean code, or one sample).")
 @_gatys_options
 def stylize(content, style, output, method, model, alpha, masks, style_weights, content_size, style_size, resize_by,
             preserve_color, match_color, device, max_memory, exact, weights_dir, quality, image_format, skip_existing,
-            **gatys_settings):
+            samples, **gatys_settings):
     """Paint CONTENT in the style of STYLE.
 
     CONTENT and STYLE are image files, folders of images, or sample photos (sample:NAME). Several STYLE
-    files are mixed into one style (see --style-weights). A folder of contents and/or a folder of styles
-    paints every content with every style into the folder given by -o.
+    files are mixed into one style (see --style-weights; vst mixes them in its latent space). A folder of
+    contents and/or a folder of styles paints every content with every style into the folder given by -o.
+    A johnson model paints the one style it was trained on: give no STYLE.
 
     With --method gatys, Ctrl-C stops the optimisation and writes the best image so far.
     """
     gatys_settings = {key: value for key, value in gatys_settings.items() if value is not None}
+    gatys = method == "gatys" or model == "gatys"
+    seed = None if gatys else gatys_settings.pop("seed", None)
     if gatys_settings and not (method == "gatys" or model == "gatys"):
         flags = ", ".join("--" + key.replace("_", "-") for key in sorted(gatys_settings))
         raise BrushworkError(f"{flags}: settings of --method gatys")
@@ -138,9 +145,10 @@ def stylize(content, style, output, method, model, alpha, masks, style_weights, 
     if masks and batch:
         raise BrushworkError("--mask paints one content image, not folders")
     weights = _parse_weights(style_weights)
-    style_weights_for(weights, len(jobs[0].styles))  # refuse bad weights before any work
+    if jobs[0].styles:
+        style_weights_for(weights, len(jobs[0].styles))  # refuse bad weights before any work
     if skip_existing:
-        jobs = [job for job in jobs if not job.output.exists()]
+        jobs = [job for job in jobs if not _sample_paths(job.output, samples)[-1].exists()]
         if not jobs:
             click.echo("nothing to do: every output exists")
             return
@@ -148,15 +156,43 @@ def stylize(content, style, output, method, model, alpha, masks, style_weights, 
                         content_size=content_size, style_size=style_size, resize_by=resize_by,
                         preserve_color=color, device=device, weights_dir=list(weights_dir), max_memory=max_memory,
                         fast=not exact, progress=not batch, **gatys_settings)
+    if (samples is not None or seed is not None) and stylizer.method != "vst":
+        raise BrushworkError(f"{'--samples' if samples is not None else '--seed'}: a setting of --method vst"
+                             f"{'' if samples is not None else ' or gatys'}, not of {stylizer.method}")
+    paint = _painter(stylizer, samples, seed)
     if not batch:
         job = jobs[0]
         start = time.perf_counter()
-        image = stylizer(job.content, job.styles, masks=list(masks) or None)
-        save_image(image, job.output, quality=quality)
-        click.echo(f"wrote {job.output} ({image.width}x{image.height}, {time.perf_counter() - start:.2f} s)")
+        images = paint(job, list(masks) or None)
+        paths = _sample_paths(job.output, samples)
+        for image, path in zip(images, paths):
+            save_image(image, path, quality=quality)
+        size = f"{images[0].width}x{images[0].height}"
+        click.echo(f"wrote {', '.join(str(p) for p in paths)} ({size}, {time.perf_counter() - start:.2f} s)")
         _stop_if_interrupted(stylizer, job.output)
         return
-    _run_batch(stylizer, jobs, output, quality)
+    _run_batch(stylizer, jobs, output, quality, paint, samples)
+
+
+def _painter(stylizer: Stylizer, samples: int | None, seed: int | None):
+    """A job's images: one painting, or (vst) ``samples`` paintings from codes drawn with ``seed``."""
+
+    def paint(job: "_Job", masks=None) -> list:
+        styles = job.styles or None
+        if samples is not None:
+            return stylizer.samples(job.content, styles, samples, seed or 0)
+        if seed is not None:  # one sample
+            return stylizer.samples(job.content, styles, 1, seed)
+        return [stylizer(job.content, styles, masks=masks)]
+
+    return paint
+
+
+def _sample_paths(output: Path, samples: int | None) -> list[Path]:
+    """Where the images of one job go: OUTPUT, or OUTPUT_1 .. OUTPUT_N for N samples."""
+    if samples is None:
+        return [output]
+    return [output.with_name(f"{output.stem}_{k}{output.suffix}") for k in range(1, samples + 1)]
 
 
 def _stop_if_interrupted(stylizer: Stylizer, output: Path) -> None:
@@ -190,7 +226,8 @@ def _plan(content: str, styles: list[str], output: Path, image_format: str) -> t
     if output.exists() and not output.is_dir():
         raise BrushworkError(f"{output}: several outputs need a folder, and this is a file")
     jobs = [
-        _Job(c, s, output / f"{_stem(c)}__{'+'.join(_stem(x) for x in s)}.{image_format}")
+        _Job(c, s, output / (f"{_stem(c)}__{'+'.join(_stem(x) for x in s)}.{image_format}" if s
+                             else f"{_stem(c)}.{image_format}"))
         for c in contents for s in style_sets
     ]
     return jobs, True
@@ -218,14 +255,15 @@ def _parse_weights(values: tuple[str, ...]) -> list[float] | None:
         raise BrushworkError(f"style weights must be numbers, like 0.3,0.7; got {' '.join(values)!r}") from None
 
 
-def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int) -> None:
+def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int, paint, samples: int | None) -> None:
     failures = 0
     start = time.perf_counter()
     with tqdm(jobs, desc="stylising", unit="image", file=sys.stderr) as progress:
         for job in progress:
             progress.set_postfix_str(job.output.name, refresh=False)
             try:
-                save_image(stylizer(job.content, job.styles), job.output, quality=quality)
+                for image, path in zip(paint(job), _sample_paths(job.output, samples)):
+                    save_image(image, path, quality=quality)
             except BrushworkError as error:  # one bad file does not end the batch
                 failures += 1
                 tqdm.write(f"brushwork: skipped {job.output.name}: {error}", file=sys.stderr)

@@ -92,7 +92,28 @@ class ContentStylePairs(IterableDataset):
         return zip(contents, styles)
 
 
-def pair_loader(dataset: ContentStylePairs, batch_size: int, workers: int) -> DataLoader:
+class ContentCrops(IterableDataset):
+    """Endless content crops (per-style methods such as Johnson's, whose style is one fixed image)."""
+
+    def __init__(self, content_dir: str | Path, *, resize_to: int = 512, crop: int = 256, seed: int = 0,
+                 length: int | None = None):
+        super().__init__()
+        self.contents = find_images(content_dir)
+        self.resize_to, self.crop, self.seed = resize_to, crop, seed
+        self.length = length
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("an endless stream has no length")
+        return self.length
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = get_worker_info()
+        rng = random.Random(f"{self.seed}-{info.id if info is not None else 0}")
+        return iter(ImageStream(self.contents, self.resize_to, self.crop, rng))
+
+
+def pair_loader(dataset: ContentStylePairs | ContentCrops, batch_size: int, workers: int) -> DataLoader:
     """Batches of (content, style) pairs from ``workers`` processes (0: in the training process)."""
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=torch.cuda.is_available())

@@ -51,7 +51,8 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
              progress: bool = True, gatys_options: dict | None = None) -> Evaluation:
     """Stylise every content with every style (the first ``max_*`` files by name) with each model.
 
-    Inputs are resized so that their shorter side is ``content_size`` / ``style_size`` pixels. With
+    Inputs are resized so that their shorter side is ``content_size`` / ``style_size`` pixels. A per-style model
+    (johnson) is measured on the pairs of its own style image only (matched by file name). With
     ``save_dir`` every output is also written there as ``<model>/<content>__<style>.jpg``. ``gatys_options``
     set the optimisation of the ``gatys`` model (``steps``, ...).
     """
@@ -72,7 +73,16 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
                                       contents=len(contents), styles=len(styles), models=list(models),
                                       **({"gatys": gatys_options} if gatys_options and "gatys" in models else {})))
     style_cache: dict[Path, tuple] = {}
-    with tqdm(total=len(pairs) * len(models), desc="evaluating", unit="image", disable=not progress) as bar:
+    def paints(name: str, style_path: Path) -> bool:
+        """A per-style model (johnson) is measured only on the pairs of the style it was trained on."""
+        model = stylizers[name].model
+        return getattr(model, "needs_style", True) or getattr(model, "style_name", "") == style_path.name
+
+    total = sum(paints(name, style) for _, style in pairs for name in models)
+    if not total:
+        raise BrushworkError("no pair to measure: a johnson model is measured on its own style image, which is not "
+                             "among the styles given")
+    with tqdm(total=total, desc="evaluating", unit="image", disable=not progress) as bar:
         for content_path in contents:
             content_image = resize(load_image(content_path), content_size)
             content = to_tensor(content_image)
@@ -86,9 +96,12 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
                 if (content_path, style_path) in shown:
                     result.samples[pair] = {"content": _thumbnail(content), "style": _thumbnail(style)}
                 for name, stylizer in stylizers.items():
+                    if not paints(name, style_path):
+                        continue
                     bar.set_postfix_str(f"{name}: {content_path.stem} x {style_path.stem}", refresh=False)
                     start = time.perf_counter()
-                    output_image = stylizer(content_image, style_path)
+                    per_style = not getattr(stylizer.model, "needs_style", True)
+                    output_image = stylizer(content_image, None if per_style else style_path)
                     seconds = time.perf_counter() - start
                     output = to_tensor(output_image)
                     measured = scorer.measure(content, style, output, content_features=content_features,

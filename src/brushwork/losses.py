@@ -55,6 +55,26 @@ def gram_loss(output: Features, target: Features, layers: Sequence[str] = STYLE_
     return torch.stack(per_layer).sum()
 
 
+def relative_gram_loss(output: Features, target_grams: Mapping[str, torch.Tensor],
+                       layers: Sequence[str] = STYLE_LAYERS) -> torch.Tensor:
+    """Squared difference of Gram matrices relative to the target's (divided by the target Gram's mean square),
+    summed over ``layers``; ``target_grams`` are 1xCxC or NxCxC per layer.
+
+    Plain Gram losses are dominated by the first layer (its activations are the largest: with a Caffe-scale VGG
+    relu1_2 outweighs relu4_3 by seven orders of magnitude); relative ones give every layer an equal say, and the
+    same weights work for any VGG."""
+    per_layer = []
+    for layer in layers:
+        gram, target = gram_matrix(output[layer]), target_grams[layer].to(output[layer].dtype)
+        per_layer.append(F.mse_loss(gram, target.expand_as(gram)) / target.float().pow(2).mean().clamp_min(1e-12))
+    return torch.stack(per_layer).sum()
+
+
+def relative_content_loss(output: Features, target: Features, layer: str) -> torch.Tensor:
+    """Mean squared difference of the features at one layer relative to the target's mean square."""
+    return F.mse_loss(output[layer], target[layer]) / target[layer].float().pow(2).mean().clamp_min(1e-12)
+
+
 def unit_normalize(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Scale every spatial position's feature vector to unit length (as LPIPS does)."""
     return features / (features.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
@@ -129,6 +149,41 @@ def style_signal_contrastive_loss(output: Sequence[torch.Tensor], target: Sequen
     offsets = torch.arange(1, negatives + 1, device=distances.device)
     negative = distances[rows[:, None], (rows[:, None] + offsets[None, :]) % n].sum(dim=1)
     return (distances.diagonal() / negative).sum()
+
+
+def gram_distances(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
+                   scale: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Per sample (N): squared difference of Gram matrices ``a`` and ``b`` (NxCxC per layer), each layer divided
+    by the mean square of ``scale``'s Gram matrices (per sample), summed over the layers."""
+    total = 0
+    for layer in a:
+        norm = scale[layer].float().pow(2).mean(dim=(1, 2)).clamp_min(1e-12)
+        total = total + (a[layer] - b[layer]).float().pow(2).mean(dim=(1, 2)) / norm
+    return total
+
+
+def disentanglement_hinge(output: Features, style_grams: Mapping[str, torch.Tensor],
+                          layers: Sequence[str] = STYLE_LAYERS, margin: float = 0.0) -> torch.Tensor:
+    """Variational style transfer's disentanglement loss, for a batch in pairs (2k, 2k+1) that share a style
+    code: max(0, margin + d(y1, y2) - d(y1, s)) with d the (relative) Gram distance, taken with each of the
+    pair as y1; ``style_grams`` are the Gram matrices of each sample's style image (NxCxC per layer).
+
+    Two stylisations with the same code must be closer in style space than a stylisation and the style image:
+    the content must not leak into the style of the result."""
+    if output[layers[0]].shape[0] % 2:
+        raise ValueError("the disentanglement loss needs a batch of pairs (an even size)")
+    grams = {layer: gram_matrix(output[layer]) for layer in layers}
+    first = {layer: grams[layer][0::2] for layer in layers}
+    second = {layer: grams[layer][1::2] for layer in layers}
+    target = {layer: style_grams[layer][0::2] for layer in layers}
+    between = gram_distances(first, second, target)
+    return torch.cat([F.relu(margin + between - gram_distances(first, target, target)),
+                      F.relu(margin + between - gram_distances(second, target, target))]).mean()
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over the latent dimensions, averaged over the batch."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
 
 
 #: Content losses by name, for configuration files.

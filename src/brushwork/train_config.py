@@ -27,7 +27,19 @@ def _setting(default, help: str, **kwargs):
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "microast": {},
     "adain": {"style_weight": 10.0, "ssc_weight": 0.0, "output_dir": "runs/adain"},
+    # Johnson et al.: Gram style loss over relu1_2..relu4_3 and content at relu2_2 of VGG16 (both relative to
+    # their targets), total variation, Adam at 1e-3.
+    "johnson": {"style_loss": "gram", "content_weight": 1.0, "style_weight": 3.0, "ssc_weight": 0.0,
+                "tv_weight": 0.1, "lr": 1e-3, "lr_decay": 0.0, "batch_size": 4, "output_dir": "runs/johnson"},
+    # Variational style transfer: Gram style loss, perceptual content loss, disentanglement hinge, KL.
+    # Relative content and Gram losses (about 1 each); KL is about 10 at the prior and 100 at a standard
+    # deviation of 0.1 per dimension: its weight bounds how far the codes shrink (the samples' variety) without
+    # pulling every style's code to the prior (a weight of 0.01 did, in the first steps of a run).
+    "vst": {"style_loss": "gram", "content_weight": 1.0, "style_weight": 3.0, "ssc_weight": 0.0,
+            "hinge_weight": 1.0, "kl_weight": 0.001, "lr": 5e-4, "batch_size": 8, "output_dir": "runs/vst"},
 }
+#: Loss networks a method may train with (None: any).
+METHOD_LOSS_NETS: dict[str, tuple[str, ...]] = {"johnson": ("vgg16", "vgg16-hed")}
 
 
 @dataclass
@@ -35,9 +47,11 @@ class TrainConfig:
     """Every training setting. Defaults follow the MicroAST paper; :data:`METHOD_DEFAULTS` changes some per
     method."""
 
-    method: str = _setting("microast", "What to train: microast or adain.")
+    method: str = _setting("microast", "What to train: microast, adain, johnson or vst.")
     content_dir: str = _setting("", "Folder of content images (searched recursively).")
-    style_dir: str = _setting("", "Folder of style images (searched recursively).")
+    style_dir: str = _setting("", "Folder of style images (searched recursively; not for johnson).")
+    style_image: str = _setting("", "johnson: the one style image the network learns.")
+    style_size: int = _setting(256, "johnson: shorter side the style image is resized to for its Gram targets.")
     output_dir: str = _setting("runs/microast", "Folder for checkpoints, logs, sample grids and the weights.")
     decoder: str = _setting("bilinear", "MicroAST decoder head: bilinear (official), tuned (bicubic + 15x15 "
                                         "final convolution) or transposed.")
@@ -52,6 +66,12 @@ class TrainConfig:
     ssc_weight: float = _setting(3.0, "Weight of the style-signal contrastive loss.")
     tv_weight: float = _setting(0.0, "Weight of the total-variation loss.")
     perceptual_weight: float = _setting(0.0, "Weight of the LPIPS-style perceptual distance to the content.")
+    hinge_weight: float = _setting(0.0, "vst: weight of the disentanglement hinge loss.")
+    hinge_margin: float = _setting(0.0, "vst: margin of the disentanglement hinge loss.")
+    kl_weight: float = _setting(0.0, "vst: weight of the KL divergence of the style code from N(0, I).")
+    latent_dim: int = _setting(64, "vst: size of the style code.")
+    init_decoder: str | None = _setting(None, "vst: start the decoder from an AdaIN model over the same encoder "
+                                              "(registry name or folder), e.g. adain-vgg16-hed.")
     ssc_negatives: int | None = _setting(None, "Negatives per sample in the contrastive loss [default: the rest "
                                                "of the batch].")
     lr: float = _setting(1e-4, "Learning rate of Adam.")
@@ -75,9 +95,23 @@ class TrainConfig:
     weights_dir: list[str] = field(default_factory=list, metadata={"help": "Local weights folders."})
 
     def validate(self) -> "TrainConfig":
+        johnson = self.method == "johnson"
+        allowed_nets = METHOD_LOSS_NETS.get(self.method)
         checks = [
             (self.method in METHOD_DEFAULTS, f"method must be one of {', '.join(METHOD_DEFAULTS)}"),
-            (bool(self.content_dir and self.style_dir), "give content_dir and style_dir"),
+            (bool(self.content_dir) and (bool(self.style_image) if johnson else bool(self.style_dir)),
+             "give content_dir and style_image" if johnson else "give content_dir and style_dir"),
+            (not self.style_image or johnson, "style_image is for johnson (other methods learn from style_dir)"),
+            (not johnson or not self.style_dir, "johnson learns one style: give style_image, not style_dir"),
+            (not self.style_image or Path(self.style_image).is_file(), f"{self.style_image}: no such style image"),
+            (allowed_nets is None or self.loss_net in ("auto", *allowed_nets),
+             f"{self.method} trains with loss_net {' or '.join(allowed_nets or ())}"),
+            (self.method == "vst" or (self.hinge_weight == 0 and self.kl_weight == 0),
+             "hinge_weight and kl_weight are settings of vst"),
+            (self.method != "vst" or self.batch_size % 2 == 0,
+             "vst trains on pairs of samples sharing a style code: batch_size must be even"),
+            (self.method == "vst" or not self.init_decoder, "init_decoder is a setting of vst"),
+            (self.latent_dim >= 1 and self.style_size >= 16, "latent_dim must be positive, style_size >= 16"),
             (self.method == "microast" or self.ssc_weight == 0,
              "the style-signal contrastive loss (ssc_weight) is MicroAST's"),
             (self.decoder in DECODER_HEADS, f"decoder must be one of {', '.join(DECODER_HEADS)}"),
@@ -93,7 +127,7 @@ class TrainConfig:
             (self.ssc_negatives is None or 1 <= self.ssc_negatives < self.batch_size,
              "ssc_negatives must be between 1 and batch_size - 1"),
             (min(self.content_weight, self.style_weight, self.ssc_weight, self.tv_weight,
-                 self.perceptual_weight) >= 0, "loss weights must not be negative"),
+                 self.perceptual_weight, self.hinge_weight, self.kl_weight) >= 0, "loss weights must not be negative"),
         ]
         for ok, message in checks:
             if not ok:

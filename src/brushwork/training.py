@@ -26,14 +26,16 @@ from torchmetrics.aggregation import RunningMean
 
 from . import losses
 from . import weights as registry
-from .data import ContentStylePairs, find_images, pair_loader, random_crop
+import torch.nn.functional as F
+
+from .data import ContentCrops, ContentStylePairs, find_images, pair_loader, random_crop
 from .errors import BrushworkError, ImageError
-from .images import load_image, save_image, to_image
+from .images import load_image, resize, save_image, to_image, to_tensor
 from .functional import adaptive_instance_norm, mean_std
-from .methods import adain, microast
+from .methods import adain, johnson, microast, vst
 from .methods.adain import AdaIN, AdaINDecoder
-from .methods.microast import MicroAST
-from .train_config import TrainConfig
+from .methods.microast import MicroAST, pad_to
+from .train_config import METHOD_LOSS_NETS, TrainConfig
 from .vgg import LOSS_NETWORKS, VGGFeatures, choose_loss_net, load_loss_network
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,8 @@ class StyleTransferTraining(pl.LightningModule):
         """The loss terms in use, with their weights."""
         c = self.config
         weights = {"content": c.content_weight, "style": c.style_weight, "ssc": c.ssc_weight,
-                   "tv": c.tv_weight, "perceptual": c.perceptual_weight}
+                   "tv": c.tv_weight, "perceptual": c.perceptual_weight, "hinge": c.hinge_weight,
+                   "kl": c.kl_weight}
         return {name: weight for name, weight in weights.items() if weight > 0}
 
     @staticmethod
@@ -106,9 +109,14 @@ class StyleTransferTraining(pl.LightningModule):
             terms["perceptual"] = losses.perceptual_distance(output_features, content_features)
         return terms
 
+    @classmethod
+    def dataset(cls, config: TrainConfig, seed: int, length: int):
+        """The endless stream of training examples (content, style) crop pairs."""
+        return ContentStylePairs(config.content_dir, config.style_dir, resize_to=config.resize, crop=config.crop,
+                                 seed=seed, length=length)
+
     def training_step(self, batch, batch_index):
-        content, style = batch
-        _, terms = self.compute_losses(content, style)
+        _, terms = self.compute_losses(*(batch if isinstance(batch, (list, tuple)) else (batch,)))
         weights = self.loss_weights()
         total = sum(weights[name] * term.float() for name, term in terms.items())
         if not torch.isfinite(total):
@@ -118,6 +126,8 @@ class StyleTransferTraining(pl.LightningModule):
             self.running[name].update(value.detach().float())
             self.log(f"loss/{name}", self.running[name].compute(), prog_bar=name == "total")
         self.log("lr", self.optimizers().param_groups[0]["lr"])
+        for name, value in self.__dict__.pop("_diagnostics", {}).items():  # what a method reports besides losses
+            self.log(name, value)
         return total
 
     def configure_optimizers(self):
@@ -244,8 +254,174 @@ class AdaINTraining(StyleTransferTraining):
         return folder
 
 
+class JohnsonTraining(StyleTransferTraining):
+    """Johnson et al.: one transformation network learns one style image over a set of content images. Content
+    loss at relu2_2, Gram style loss at relu1_2, relu2_2, relu3_3 and relu4_3 of VGG16, total variation.
+
+    Both feature losses are relative to their targets' mean squares (:func:`losses.relative_gram_loss`), so that
+    every style layer counts and the weights do not depend on the VGG's input scale."""
+
+    def build_model(self) -> johnson.TransformNet:
+        return johnson.TransformNet()
+
+    @classmethod
+    def dataset(cls, config: TrainConfig, seed: int, length: int):
+        return ContentCrops(config.content_dir, resize_to=config.resize, crop=config.crop, seed=seed, length=length)
+
+    @staticmethod
+    def loss_layers(config: TrainConfig) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((johnson.CONTENT_LAYER, *johnson.STYLE_LAYERS)))
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        height, width = content.shape[-2:]
+        return self.model(pad_to(content, johnson.SIZE_MULTIPLE))[..., :height, :width]
+
+    def style_targets(self) -> dict[str, torch.Tensor]:
+        """Gram matrices of the style image (1xCxC per layer), computed once."""
+        targets = self.__dict__.get("_style_targets")
+        if targets is None or next(iter(targets.values())).device != self.device:
+            style = to_tensor(resize(load_image(self.config.style_image), self.config.style_size)).to(self.device)
+            with torch.no_grad():
+                features = self._require_loss_network()(style)
+            targets = {layer: losses.gram_matrix(features[layer]) for layer in johnson.STYLE_LAYERS}
+            self.__dict__["_style_targets"] = targets
+        return targets
+
+    def compute_losses(self, content: torch.Tensor, style: torch.Tensor | None = None):
+        network = self._require_loss_network()
+        output = self(content)
+        output_features = network(output)
+        with torch.no_grad():
+            content_features = network(content)
+        weights, terms = self.loss_weights(), {}
+        if "content" in weights:
+            terms["content"] = losses.relative_content_loss(output_features, content_features, johnson.CONTENT_LAYER)
+        if "style" in weights:
+            terms["style"] = losses.relative_gram_loss(output_features, self.style_targets(), johnson.STYLE_LAYERS)
+        if "tv" in weights:
+            terms["tv"] = losses.total_variation(output)
+        if "perceptual" in weights:
+            terms["perceptual"] = losses.perceptual_distance(output_features, content_features,
+                                                             layers=johnson.STYLE_LAYERS)
+        return output, terms
+
+    def load_initial(self, source: str, weights_dir) -> None:
+        """Start from another Johnson network (a checkpoint, a folder or a registry model): a new style learns
+        faster from a network that already reproduces content."""
+        path = Path(source)
+        if path.is_file() and path.suffix == ".ckpt":
+            state = self._checkpoint_state(path)
+        else:
+            weights = johnson.find_weights(path) if path.is_dir() else registry.resolve(source, weights_dir)["transform"]
+            state = registry.read_state_dict(weights)
+        try:
+            self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as error:
+            raise BrushworkError(f"{source}: does not fit the Johnson network ({str(error).splitlines()[0]})") from None
+
+    def export(self, folder: Path, steps: int) -> Path:
+        """``transform.pth`` (float16: half the size, the same images) and a ``training.json``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu().half() for k, v in self.model.state_dict().items()},
+                   folder / johnson.WEIGHTS_FILE)
+        (folder / "training.json").write_text(self._training_record(steps, style=Path(self.config.style_image).name))
+        return folder
+
+
+class VSTTraining(StyleTransferTraining):
+    """Variational style transfer: the style encoder gives a Gaussian, a code is sampled from it with the
+    reparameterisation trick and decoded with the content. Samples come in pairs that share a style image and
+    a code, for the disentanglement hinge loss. The loss network is the (frozen) content encoder. Content and
+    Gram losses are relative to their targets (see :class:`JohnsonTraining`), and so is the hinge's distance."""
+
+    def build_model(self) -> vst.VSTNetwork:
+        architecture = self.loss_network.architecture if self.loss_network is not None else \
+            LOSS_NETWORKS[self.hparams.get("encoder") or self.config.loss_net].architecture
+        return vst.VSTNetwork(architecture, self.config.latent_dim)
+
+    @staticmethod
+    def loss_layers(config: TrainConfig) -> tuple[str, ...]:
+        layers = [vst.ENCODER_LAYER, *vst.STYLE_LAYERS]
+        if config.perceptual_weight > 0:
+            layers += losses.PERCEPTUAL_LAYERS
+        return tuple(dict.fromkeys(layers))
+
+    def full_model(self) -> vst.VariationalStyleTransfer:
+        return vst.VariationalStyleTransfer(self._require_loss_network(), self.model)
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        model = self.full_model()
+        return model.stylize(content, [model.encode_style(style)])
+
+    def compute_losses(self, content: torch.Tensor, style: torch.Tensor):
+        network = self._require_loss_network()
+        style = style[0::2].repeat_interleave(2, dim=0)[:len(content)]  # pairs (2k, 2k+1) share a style
+        with torch.no_grad():
+            content_features = network(content)
+            style_features = network(style)
+        if self.training and self.global_step == 0 and not self.config.init_from and not self.__dict__.get("_calibrated"):
+            self.model.mapping.calibrate(*mean_std(style_features[vst.ENCODER_LAYER]))  # a fresh run only
+            self.__dict__["_calibrated"] = True
+        mu, logvar = self.model.style_encoder(style_features)
+        self.__dict__["_diagnostics"] = {  # the codes' spread across styles, and the samples' spread
+            "code/mu_spread": mu.detach()[0::2].float().std(dim=0).mean() if len(mu) > 2 else mu.new_zeros(()),
+            "code/sigma": torch.exp(0.5 * logvar.detach()).float().mean()}
+        eps = torch.randn(len(content) // 2, mu.shape[1], device=mu.device).repeat_interleave(2, dim=0)
+        z = mu + torch.exp(0.5 * logvar) * eps  # the reparameterisation trick; each pair shares z
+        output = self.model.paint(content_features[vst.ENCODER_LAYER], z)
+        output_features = network(output)
+        weights, terms = self.loss_weights(), {}
+        style_grams = {layer: losses.gram_matrix(style_features[layer]) for layer in vst.STYLE_LAYERS}
+        if "content" in weights:
+            terms["content"] = losses.relative_content_loss(output_features, content_features, vst.ENCODER_LAYER)
+        if "style" in weights:
+            terms["style"] = losses.relative_gram_loss(output_features, style_grams, vst.STYLE_LAYERS)
+        if "hinge" in weights:
+            terms["hinge"] = losses.disentanglement_hinge(output_features, style_grams, vst.STYLE_LAYERS,
+                                                          self.config.hinge_margin)
+        if "kl" in weights:
+            terms["kl"] = losses.gaussian_kl(mu, logvar)
+        if "tv" in weights:
+            terms["tv"] = losses.total_variation(output)
+        if "perceptual" in weights:
+            terms["perceptual"] = losses.perceptual_distance(output_features, content_features)
+        return output, terms
+
+    def load_decoder(self, source: str, weights_dir) -> None:
+        """Start the decoder from an AdaIN decoder over the same encoder (a registry model or a folder)."""
+        path = Path(source)
+        decoder = adain.find_decoder(path) if path.is_dir() else registry.resolve(source, weights_dir)["decoder"]
+        try:
+            self.model.decoder.layers.load_state_dict({k: v.float() for k, v in
+                                                       registry.read_state_dict(decoder).items()})
+        except RuntimeError as error:
+            raise BrushworkError(f"{source}: does not fit this decoder ({str(error).splitlines()[0]})") from None
+
+    def load_initial(self, source: str, weights_dir) -> None:
+        path = Path(source)
+        if path.is_file() and path.suffix == ".ckpt":
+            state = self._checkpoint_state(path)
+        else:
+            weights = vst.find_weights(path) if path.is_dir() else registry.resolve(source, weights_dir)["vst"]
+            state = registry.read_state_dict(weights)
+        try:
+            self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as error:
+            raise BrushworkError(f"{source}: does not fit this VST network ({str(error).splitlines()[0]})") from None
+
+    def export(self, folder: Path, steps: int) -> Path:
+        """``vst.pth`` (float16) and a ``training.json`` naming the encoder and the code size."""
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu().half() for k, v in self.model.state_dict().items()},
+                   folder / vst.WEIGHTS_FILE)
+        (folder / "training.json").write_text(self._training_record(
+            steps, encoder=self.hparams.get("encoder", self.config.loss_net), latent_dim=self.config.latent_dim))
+        return folder
+
+
 #: The LightningModule of each trainable method.
-TRAINERS: dict[str, type[StyleTransferTraining]] = {"microast": MicroASTTraining, "adain": AdaINTraining}
+TRAINERS: dict[str, type[StyleTransferTraining]] = {"microast": MicroASTTraining, "adain": AdaINTraining,
+                                                    "johnson": JohnsonTraining, "vst": VSTTraining}
 
 
 class SampleGrid(Callback):
@@ -302,17 +478,21 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
         if not resume_path.is_file():
             raise BrushworkError(f"{resume_path}: no checkpoint to resume from")
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    loss_net = choose_loss_net(config.loss_net, config.weights_dir)
+    loss_net = choose_loss_net(config.loss_net, config.weights_dir,
+                               **({"candidates": METHOD_LOSS_NETS[config.method]}
+                                  if config.method in METHOD_LOSS_NETS else {}))
     trainer_class = TRAINERS[config.method]
     network = load_loss_network(loss_net, trainer_class.loss_layers(config), weights_dir=config.weights_dir)
     module = trainer_class({**dataclasses.asdict(config), "encoder": loss_net}, network)
     if config.init_from and resume_path is None:
         module.load_initial(config.init_from, config.weights_dir)
+    elif config.init_decoder and resume_path is None:
+        module.load_decoder(config.init_decoder, config.weights_dir)
 
     start_step = torch.load(resume_path, map_location="cpu", weights_only=False)["global_step"] if resume_path else 0
     # A resumed run draws new crops instead of repeating the ones it has seen.
-    dataset = ContentStylePairs(config.content_dir, config.style_dir, resize_to=config.resize, crop=config.crop,
-                                seed=config.seed * 1_000_003 + start_step, length=config.max_steps * config.batch_size)
+    dataset = trainer_class.dataset(config, seed=config.seed * 1_000_003 + start_step,
+                                    length=config.max_steps * config.batch_size)
     loader = pair_loader(dataset, config.batch_size, config.workers)
 
     # Every start (a resume included) logs into a new version folder: nothing logged before is overwritten.
@@ -352,7 +532,7 @@ def sample_pairs(config: TrainConfig, count: int = 4) -> list[tuple[torch.Tensor
     """Fixed pairs for the sample grid: crops of the first readable contents and styles, with a fixed seed."""
     rng = random.Random(0)
     contents = _first_readable(find_images(config.content_dir), count)
-    styles = _first_readable(find_images(config.style_dir), count)
+    styles = _first_readable([Path(config.style_image)] if config.style_image else find_images(config.style_dir), count)
     if not contents or not styles:
         raise BrushworkError("no readable training images for the sample grid")
     count = max(len(contents), len(styles))

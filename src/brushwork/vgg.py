@@ -140,11 +140,11 @@ LOSS_NETWORKS = {
 }
 
 
-def choose_loss_net(name: str, weights_dir=None) -> str:
-    """``auto``: the most preferred loss network whose weights are already at hand, else vgg16-hed."""
+def choose_loss_net(name: str, weights_dir=None, candidates: Sequence[str] = ("vgg19", "vgg16", "vgg16-hed")) -> str:
+    """``auto``: the most preferred of ``candidates`` whose weights are already at hand, else vgg16-hed."""
     if name != "auto":
         return name
-    for candidate in ("vgg19", "vgg16", "vgg16-hed"):  # the ImageNet networks first
+    for candidate in candidates:  # the ImageNet networks first
         if all(s.found for s in registry.status(candidate, weights_dir)):
             return candidate
     return "vgg16-hed"

@@ -94,6 +94,8 @@ class Weights:
     notes: str = ""
     #: For models built on a separate network (AdaIN's VGG encoder): the registry entry of that network.
     encoder: str | None = None
+    #: For per-style models (Johnson): the style image the network learned.
+    style: str | None = None
 
     def file(self, key: str) -> WeightFile:
         for weight_file in self.files:
@@ -224,6 +226,51 @@ def _adain_entries() -> tuple[Weights, ...]:
     )
 
 
+_JOHNSON_CITATION = ("Johnson, Alahi, Fei-Fei. Perceptual Losses for Real-Time Style Transfer and Super-Resolution. "
+                     "ECCV 2016. https://arxiv.org/abs/1603.08155")
+_VST_CITATION = ("Schopohl, Fuchsgruber. Variational Style Transfer (TU Munich, 2019); built on Kingma, Welling. "
+                 "Auto-Encoding Variational Bayes (https://arxiv.org/abs/1312.6114) and " + _ADAIN_CITATION)
+
+
+def _johnson(name: str, style: str, painting: str, sha256: str) -> Weights:
+    return Weights(
+        name=name,
+        architecture="johnson",
+        folder=name,
+        files=(WeightFile("transform", "transform.pth", sha256, Packaged(f"models/{name}/transform.pth")),),
+        summary=f"Johnson per-style network trained by brushwork on {painting} ({style}); short CPU run, see its "
+                f"model card (brushwork/models/{name}/README.md).",
+        source="brushwork (trained with 'brushwork train johnson'), shipped in the package",
+        licence="MIT (the network); the style painting keeps its own rights",
+        citation=_JOHNSON_CITATION,
+        style=style,
+    )
+
+
+#: sha256 of the networks brushwork trained and ships (see each model card).
+JOHNSON_SHA256 = {
+    "johnson-la-muse": "968596c7f57827a5eb487b872fc00871c103f16d720d30b740814525017f76f4",
+    "johnson-contrast-of-forms": "0404b9928d3e48a388120d8d45e854e28f818ed61fa15b6ea78949ccfd1ea213",
+    "johnson-brushstrokes": "87a009f9e064834f11f9e18c92847f4011c760ac15b704cdfc3aeca455f08271",
+}
+VST_SHA256 = ""
+
+
+def _vst() -> Weights:
+    return Weights(
+        name="vst",
+        architecture="vst",
+        folder="vst",
+        files=(WeightFile("vst", "vst.pth", VST_SHA256, Packaged("models/vst/vst.pth")),),
+        summary="Variational style transfer trained by brushwork over the vgg16-hed encoder: sampled and "
+                "interpolated style codes; short CPU run, see its model card (brushwork/models/vst/README.md).",
+        source="brushwork (trained with 'brushwork train vst'), shipped in the package",
+        licence="MIT",
+        citation=_VST_CITATION,
+        encoder="vgg16-hed",
+    )
+
+
 #: sha256 of the AdaIN decoder brushwork ships (see models/adain-vgg16-hed/README.md).
 ADAIN_HED_SHA256 = "664de62668b226a177e5e2e61d448259805c3a6f3b2f4ca39c19dc91d4a1967b"
 
@@ -281,10 +328,18 @@ REGISTRY: dict[str, Weights] = {w.name: w for w in (
     _torchvision_vgg("vgg16", "vgg16-397923af.pth"),
     _torchvision_vgg("vgg19", "vgg19-dcbb9e9d.pth"),
     *_adain_entries(),
+    _johnson("johnson-la-muse", "la_muse.jpg", "Picasso's La Muse", JOHNSON_SHA256["johnson-la-muse"]),
+    _johnson("johnson-contrast-of-forms", "contrast_of_forms.jpg", "Léger's Contrast of Forms",
+             JOHNSON_SHA256["johnson-contrast-of-forms"]),
+    _johnson("johnson-brushstrokes", "brushstrokes.jpg", "an abstract painting of brushstrokes",
+             JOHNSON_SHA256["johnson-brushstrokes"]),
+    _vst(),
 )}
 
 #: The model used when none is named.
 DEFAULT_MODEL = "microast"
+#: The Johnson network ``--method johnson`` uses when no model is named.
+DEFAULT_JOHNSON = "johnson-la-muse"
 
 
 def get(name: str | None = None) -> Weights:

@@ -65,7 +65,7 @@ class InferenceQueue:
             stylizer = Stylizer(job.model, alpha=job.alpha, style_weights=job.style_weights,
                                 content_size=job.size, style_size=job.size, preserve_color=job.preserve_color,
                                 device=self.device, weights_dir=self.weights_dirs, **job.options)
-        image = stylizer(job.content, job.styles)
+        image = stylizer(job.content, job.styles or None)
         return image, time.perf_counter() - start
 
     def close(self) -> None:

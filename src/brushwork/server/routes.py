@@ -231,9 +231,16 @@ async def stylize(
         raise HTTPException(422, f"size {size} is more than this server allows for {model} ({largest} px)")
     if (content is None) == (content_ref is None):
         raise HTTPException(422, "give one content: an uploaded file (content) or a reference (content_ref)")
-    if not 1 <= len(style) + len(style_ref) <= MAX_STYLES:
+    entry = registry.REGISTRY.get(model)
+    if entry is not None and entry.architecture == "johnson":  # a per-style network: its style is in the weights
+        if style or style_ref:
+            raise HTTPException(422, f"{model} paints the one style it was trained on ({entry.style}): "
+                                     "give no style image")
+        weights = None
+    elif not 1 <= len(style) + len(style_ref) <= MAX_STYLES:
         raise HTTPException(422, f"give 1 to {MAX_STYLES} style images (style files and/or style_ref)")
-    weights = _parse_weights(style_weights, len(style) + len(style_ref))
+    else:
+        weights = _parse_weights(style_weights, len(style) + len(style_ref))
 
     content_upload, content_image = await _checked(services, content, size) if content is not None else (None, None)
     checked_styles = [await _checked(services, file, size) for file in style]

@@ -16,6 +16,9 @@ function el(tag, attributes = {}, ...children) {
 }
 
 /** JSON from the API; a failed request throws an Error with the server's one-line message. */
+/** Method of each model by name (from /api/models). */
+const modelMethods = {};
+
 async function api(path, options = {}) {
   const response = await fetch(path, options);
   if (!response.ok) {
@@ -103,6 +106,7 @@ async function setUpStylise() {
   for (const fieldset of document.querySelectorAll(".picker")) setUpPicker(fieldset, samples);
   const modelSelect = document.getElementById("model");
   for (const model of models.filter((m) => m.kind === "model")) {
+    modelMethods[model.name] = model.method;
     const notes = [model.default ? "default" : "", model.method === "gatys" ? "slow" : "",
                    model.available ? "" : "downloads on first use"].filter(Boolean).join(", ");
     modelSelect.append(el("option", { value: model.name, selected: model.default }, model.name + (notes ? ` (${notes})` : "")));
@@ -117,8 +121,10 @@ async function setUpStylise() {
 async function stylise(form) {
   const body = new FormData();
   const content = pickers.content.choice;
-  const styles = [pickers.style.choice, pickers.style2.choice].filter(Boolean);
-  if (!content || !styles.length) return say("stylise-status", "Pick a content and a style image.", true);
+  // A per-style network (johnson) has its style in its weights: it takes no style image.
+  const perStyle = modelMethods[form.model.value] === "johnson";
+  const styles = perStyle ? [] : [pickers.style.choice, pickers.style2.choice].filter(Boolean);
+  if (!content || (!perStyle && !styles.length)) return say("stylise-status", "Pick a content and a style image.", true);
   if (content.file) body.append("content", content.file);
   else body.append("content_ref", content.ref);
   // The API takes uploaded styles first, then references: send them in that order, weights to match.

@@ -1,0 +1,282 @@
+"""Variational style transfer (Schopohl & Fuchsgruber, TU Munich 2019): a style is a Gaussian in a latent space.
+
+- **Content encoder**: a frozen VGG to relu4_1 (as AdaIN's), which is also the training loss network.
+- **Style encoder**: the channel means and standard deviations of the style's VGG features at relu1_1..relu4_1
+  (log-scaled), through a small MLP, give the mean ``mu`` and log-variance ``logvar`` of a diagonal Gaussian
+  over style codes ``z``.
+- **Decoder**: a mapping network turns ``z`` into the relu4_1 statistics the content features are renormalised
+  to (adaptive instance normalisation) and into a scale and shift per channel after each upsampling of the
+  decoder (the same modulation, deeper). The decoder mirrors the encoder like AdaIN's, so it can start from a
+  trained AdaIN decoder.
+
+Training samples ``z = mu + sigma * eps`` (the reparameterisation trick). At inference the mean code gives the
+deterministic result, ``noise`` gives samples (several stylisations of one pair), and several styles are
+interpolated by mixing their Gaussians (means and standard deviations) with weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import BrushworkError, WeightsError
+from ..functional import adaptive_instance_norm, mean_std, normalize_weights
+from ..tiling import count_tiles, map_tiles
+from ..vgg import BLOCKS, VGGFeatures, load_loss_network
+from ..weights import read_state_dict
+from .adain import (DECODER_HALO, ENCODER_HALO, SIZE_MULTIPLE, AdaIN, AdaINDecoder)
+from .microast import pad_to
+
+#: The content code, and the layers whose statistics the style encoder reads.
+ENCODER_LAYER = "relu4_1"
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+LATENT_DIM = 64
+HIDDEN = 256
+WEIGHTS_FILE = "vst.pth"
+
+
+def style_statistics(features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """NxD: log(1 + mean) and log(1 + std) of every channel at :data:`STYLE_LAYERS` (log-scaled, because VGG
+    activations span orders of magnitude)."""
+    parts = []
+    for layer in STYLE_LAYERS:
+        mean, std = mean_std(features[layer].float())
+        parts += [mean.flatten(1), std.flatten(1)]
+    return torch.log1p(torch.cat(parts, dim=1).clamp_min(0))
+
+
+def _widths(architecture: str) -> list[int]:
+    """Channels of the style layers of a VGG (relu1_1 .. relu4_1)."""
+    return [block[0] for block in BLOCKS[architecture][:4]]
+
+
+class StyleEncoder(nn.Module):
+    """VGG statistics of a style image -> (mu, logvar) of its style code."""
+
+    def __init__(self, architecture: str = "vgg16", latent_dim: int = LATENT_DIM, hidden: int = HIDDEN):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2 * sum(_widths(architecture)), hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2 * latent_dim))
+        self.latent_dim = latent_dim
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.net(style_statistics(features)).chunk(2, dim=1)
+        return mu, logvar.clamp(-12.0, 6.0)
+
+
+class Mapping(nn.Module):
+    """Style code -> relu4_1 log-mean and log-std targets, and a (scale, shift) per channel per decoder stage.
+
+    The stage modulations start at the identity (zero output layer), so a decoder taken from AdaIN starts as it
+    was; the statistics' bias can be set to typical style statistics (:meth:`calibrate`)."""
+
+    def __init__(self, latent_dim: int, channels: int, stages: Sequence[int], hidden: int = HIDDEN):
+        super().__init__()
+        self.channels, self.stages = channels, tuple(stages)
+        self.body = nn.Sequential(nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2),
+                                  nn.Linear(hidden, hidden), nn.LeakyReLU(0.2))
+        self.statistics = nn.Linear(hidden, 2 * channels)
+        self.modulation = nn.Linear(hidden, 2 * sum(stages))
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        hidden = self.body(z)
+        log_mean, log_std = self.statistics(hidden).chunk(2, dim=1)
+        mean = torch.exp(log_mean.clamp(-10, 10))[..., None, None]
+        std = torch.exp(log_std.clamp(-10, 10))[..., None, None]
+        modulation, stages = self.modulation(hidden), []
+        for chunk in modulation.split([2 * c for c in self.stages], dim=1):
+            scale, shift = chunk.chunk(2, dim=1)
+            stages.append((1.0 + scale[..., None, None], shift[..., None, None]))
+        return mean, std, stages
+
+    @torch.no_grad()
+    def calibrate(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Start the statistics at these (typical style) relu4_1 means and standard deviations (Nx C x1x1)."""
+        self.statistics.bias.copy_(torch.cat([mean.flatten(1).clamp_min(1e-3).log().mean(0),
+                                              std.flatten(1).clamp_min(1e-3).log().mean(0)]))
+        self.statistics.weight.mul_(0.1)
+
+
+class ModulatedDecoder(nn.Module):
+    """AdaIN's decoder with a per-channel scale and shift after each upsampling."""
+
+    def __init__(self, architecture: str = "vgg16"):
+        super().__init__()
+        self.layers = AdaINDecoder(architecture)
+        self.stages = []
+        channels = None
+        for layer in self.layers:
+            if isinstance(layer, nn.Conv2d):
+                channels = layer.out_channels
+            elif isinstance(layer, nn.Upsample):
+                self.stages.append(channels)
+
+    def forward(self, x: torch.Tensor, modulation: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                strength: float = 1.0) -> torch.Tensor:
+        stage = 0
+        for layer in self.layers:
+            x = layer(x)
+            if isinstance(layer, nn.Upsample):
+                scale, shift = modulation[stage]
+                if strength != 1.0:
+                    scale, shift = 1.0 + strength * (scale - 1.0), strength * shift
+                x = x * scale.to(x.dtype) + shift.to(x.dtype)
+                stage += 1
+        return x
+
+
+class VSTNetwork(nn.Module):
+    """The trained parts: style encoder, mapping and decoder (the VGG encoder is frozen and kept apart)."""
+
+    def __init__(self, architecture: str = "vgg16", latent_dim: int = LATENT_DIM):
+        super().__init__()
+        self.style_encoder = StyleEncoder(architecture, latent_dim)
+        self.decoder = ModulatedDecoder(architecture)
+        self.mapping = Mapping(latent_dim, BLOCKS[architecture][3][0], self.decoder.stages)
+        self.latent_dim = latent_dim
+
+    def paint(self, content_features: torch.Tensor, z: torch.Tensor, alpha: float = 1.0,
+              own: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Decode relu4_1 content features with style code ``z`` (``own``: the content's statistics, when
+        ``content_features`` is a tile of a larger image)."""
+        mean, std, modulation = self.mapping(z)
+        target = adaptive_instance_norm(content_features, mean.to(content_features.dtype),
+                                        std.to(content_features.dtype), own)
+        if alpha < 1.0:
+            target = alpha * target + (1.0 - alpha) * content_features
+        return self.decoder(target, modulation, alpha)
+
+
+@dataclass
+class StyleCode:
+    """What the model keeps of a style: the Gaussian over its codes (N x latent_dim each)."""
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    @staticmethod
+    def blend(items: Sequence["StyleCode"], weights: Sequence[float]) -> "StyleCode":
+        """The weighted mix of several Gaussians: means and standard deviations mixed linearly."""
+        mu = sum(w * s.mu for s, w in zip(items, weights))
+        std = sum(w * s.std for s, w in zip(items, weights))
+        return StyleCode(mu, 2.0 * torch.log(std))
+
+
+class VariationalStyleTransfer(nn.Module):
+    """VGG content encoder + style encoder + mapping + modulated decoder, with the methods' interface."""
+
+    method = "vst"
+    #: ``stylize`` takes ``noise``: one draw per sample from N(0, I) (see :meth:`noise`).
+    supports_samples = True
+
+    def __init__(self, encoder: VGGFeatures, network: VSTNetwork | None = None, encoder_name: str = ""):
+        super().__init__()
+        missing = [layer for layer in STYLE_LAYERS if layer not in encoder.layers]
+        if missing:
+            raise ValueError(f"the encoder must give {', '.join(missing)}")
+        self.encoder = encoder
+        self.network = network if network is not None else VSTNetwork(encoder.architecture)
+        self.encoder_name = encoder_name
+        self.memory_format = torch.contiguous_format
+
+    @property
+    def latent_dim(self) -> int:
+        return self.network.latent_dim
+
+    def fast(self) -> "VariationalStyleTransfer":
+        self.to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last
+        return self
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return self.encoder(image.contiguous(memory_format=self.memory_format))[ENCODER_LAYER]
+
+    def encode_style(self, style: torch.Tensor, tile: int | None = None) -> StyleCode:
+        """The Gaussian of Nx3xHxW style images' codes (``tile`` is accepted for the interface; styles are
+        encoded whole, as their statistics are over the whole image)."""
+        return StyleCode(*self.network.style_encoder(self.encoder(style.contiguous(memory_format=self.memory_format))))
+
+    def noise(self, count: int, seed: int, device=None) -> torch.Tensor:
+        """``count`` draws from N(0, I) in the latent space, the same for the same seed on every machine."""
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(count, self.latent_dim, generator=generator).to(device or self.encoder_device)
+
+    @property
+    def encoder_device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """The mean-code stylisation, for sizes that are multiples of 8."""
+        code = self.encode_style(style)
+        return self.network.paint(self.encode(content), code.mu)
+
+    def code(self, styles: Sequence[StyleCode], style_weights: Sequence[float] | None = None,
+             noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The style code: the mix of ``styles``' Gaussians, at its mean, or at ``mean + std * noise``."""
+        mixed = StyleCode.blend(list(styles), normalize_weights(style_weights, len(styles)))
+        if noise is None:
+            return mixed.mu
+        return mixed.mu + mixed.std * noise.to(mixed.mu)
+
+    def stylize(self, content: torch.Tensor, styles: Sequence[StyleCode], style_weights: Sequence[float] | None = None,
+                alpha: float = 1.0, noise: torch.Tensor | None = None, tile: int | None = None,
+                progress=None) -> torch.Tensor:
+        """Paint Nx3xHxW ``content`` (any size) with the mix of ``styles``; ``noise`` (1 x latent_dim, from
+        :meth:`noise`) samples a code instead of taking the mean. ``tile``: work in tiles with the statistics
+        of the whole image."""
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
+        height, width = content.shape[-2:]
+        z = self.code(styles, style_weights, noise)
+        features = map_tiles(self.encode, pad_to(content, SIZE_MULTIPLE), scale=Fraction(1, SIZE_MULTIPLE),
+                             tile=tile, halo=ENCODER_HALO, multiple=SIZE_MULTIPLE, progress=progress)
+        own = mean_std(features)
+
+        def paint(piece: torch.Tensor) -> torch.Tensor:
+            return self.network.paint(piece.contiguous(memory_format=self.memory_format), z, alpha, own)
+
+        output = map_tiles(paint, features, scale=SIZE_MULTIPLE,
+                           tile=None if tile is None else max(1, tile // SIZE_MULTIPLE), halo=DECODER_HALO,
+                           progress=progress)
+        return output[..., :height, :width]
+
+    def decode_steps(self, content: torch.Tensor, tile: int | None) -> int:
+        height, width = pad_to(content, SIZE_MULTIPLE).shape[-2:]
+        eighth = None if tile is None else max(1, tile // SIZE_MULTIPLE)
+        return (count_tiles(height, width, tile, 0, SIZE_MULTIPLE)
+                + count_tiles(height // SIZE_MULTIPLE, width // SIZE_MULTIPLE, eighth, 0))
+
+    tile_for = staticmethod(AdaIN.tile_for)
+
+
+def load(paths: Mapping[str, Path], encoder: str, latent_dim: int = LATENT_DIM, weights_dir=None) -> VariationalStyleTransfer:
+    """A model from its ``vst`` file (a :class:`VSTNetwork` state dict) and the registry name of its encoder."""
+    network_vgg = load_loss_network(encoder, STYLE_LAYERS, weights_dir=weights_dir)
+    model = VariationalStyleTransfer(network_vgg, VSTNetwork(network_vgg.architecture, latent_dim), encoder)
+    state = read_state_dict(paths["vst"])
+    try:
+        model.network.load_state_dict({key: value.float() for key, value in state.items()})
+    except RuntimeError as error:
+        reason = str(error).splitlines()[0]
+        raise WeightsError(f"{paths['vst']}: does not fit the variational style transfer network over {encoder} "
+                           f"({reason})") from None
+    return model.eval().requires_grad_(False)
+
+
+def find_weights(folder: Path) -> Path:
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise BrushworkError(f"{folder}: no {WEIGHTS_FILE}, so not a folder of variational style transfer weights")
+    return path

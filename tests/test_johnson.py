@@ -1,0 +1,136 @@
+"""Johnson et al.'s per-style networks: architecture, the shipped networks, training, API and command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import brushwork
+from brushwork import losses, weights as registry
+from brushwork.errors import BrushworkError
+from brushwork.images import as_image, load_image, resize, to_tensor
+from brushwork.methods import johnson
+from brushwork.vgg import load_loss_network
+from brushwork.train_config import load_config
+
+SHIPPED = ("johnson-la-muse", "johnson-contrast-of-forms", "johnson-brushstrokes")
+
+
+def test_the_network_is_the_papers():
+    network = johnson.TransformNet()
+    down = [m for m in network.down.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0]) for c in down] == [
+        (3, 32, 9, 1), (32, 64, 3, 2), (64, 128, 3, 2)]
+    assert len(network.residual) == 5 and all(isinstance(b, johnson.ResidualBlock) for b in network.residual)
+    up = [m for m in network.up.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0]) for c in up] == [
+        (128, 64, 3, 1), (64, 32, 3, 1), (32, 3, 9, 1)]
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in network.modules())  # resize-convolutions
+    norms = [m for m in network.modules() if isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d))]
+    assert len(norms) == 3 + 10 + 2 and all(isinstance(m, nn.InstanceNorm2d) and m.affine for m in norms)
+    assert sum(p.numel() for p in network.parameters()) == pytest.approx(1.68e6, rel=0.01)
+
+
+def test_any_size_comes_back_the_same_size():
+    model = johnson.Johnson().eval().requires_grad_(False)
+    for height, width in ((37, 50), (8, 9), (64, 64)):
+        output = model.stylize(torch.rand(1, 3, height, width), [])
+        assert output.shape == (1, 3, height, width)
+        assert 0.0 <= float(output.min()) and float(output.max()) <= 1.0
+
+
+@pytest.fixture(scope="module")
+def loss_network(weights_dir):
+    return load_loss_network("vgg16-hed", johnson.STYLE_LAYERS, weights_dir=weights_dir)
+
+
+def style_distance(network, image: torch.Tensor, style: torch.Tensor) -> float:
+    """The networks' own style loss: relative Gram loss over relu1_2, relu2_2, relu3_3, relu4_3."""
+    with torch.no_grad():
+        targets = {layer: losses.gram_matrix(value) for layer, value in network(style).items()}
+        return float(losses.relative_gram_loss(network(image), targets, johnson.STYLE_LAYERS))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_networks_paint_their_style(name, shared, loss_network):
+    """Each network moves a photo it never saw towards its style (its style loss falls well below the photo's
+    own, and below that of the photo painted by another network) and keeps the photo's structure (SSIM)."""
+    from brushwork.metrics import ssim
+
+    entry = registry.get(name)
+    style = to_tensor(resize(load_image(shared / "data" / "eval" / "style" / entry.style), 256))
+    content = to_tensor(resize(as_image("sample:astronaut"), 256))
+    output = to_tensor(brushwork.stylize("sample:astronaut", model=name, content_size=256, device="cpu"))
+    other = next(n for n in SHIPPED if n != name)
+    elsewhere = to_tensor(brushwork.stylize("sample:astronaut", model=other, content_size=256, device="cpu"))
+    assert output.shape == content.shape
+    painted = style_distance(loss_network, output, style)
+    assert painted < 0.8 * style_distance(loss_network, content, style)
+    assert painted < style_distance(loss_network, elsewhere, style)
+    assert float(ssim(output, content)) > 0.2
+    record = json.loads((entry.files[0].source.path.parent / "training.json").read_text())
+    assert record["method"] == "johnson" and record["style"] == entry.style
+
+
+def test_alpha_zero_keeps_the_content_and_styles_are_refused(weights_dir):
+    stylizer = brushwork.Stylizer(method="johnson", alpha=0.0, device="cpu", content_size=64)
+    content = to_tensor(resize(as_image("sample:astronaut"), 64))
+    assert torch.allclose(to_tensor(stylizer("sample:astronaut")), content, atol=1 / 255)
+    with pytest.raises(BrushworkError, match="give no style image"):
+        stylizer("sample:astronaut", "sample:chelsea")
+    with pytest.raises(BrushworkError, match="need style images"):
+        brushwork.Stylizer(method="johnson", preserve_color="histogram", device="cpu")("sample:astronaut")
+    with pytest.raises(BrushworkError, match="give a style image"):
+        brushwork.Stylizer(method="microast", device="cpu", weights_dir=weights_dir)("sample:astronaut")
+
+
+def test_training_losses_fall_and_the_network_is_used(folders, tmp_path, weights_dir, shared):
+    """A tiny CPU run: the weighted loss falls, the folder it writes loads and paints without a style."""
+    content_dir = folders / "content"
+    style_image = shared / "data" / "eval" / "style" / "la_muse.jpg"
+    (_, config), = load_config(None, dict(content_dir=str(content_dir), style_image=str(style_image), crop=32,
+                                          resize=40, batch_size=2, max_steps=30, workers=0, sample_every=0,
+                                          checkpoint_every=30, log_every=5, output_dir=str(tmp_path / "run"),
+                                          weights_dir=[str(weights_dir)]), "johnson")
+    from brushwork.training import train
+
+    folder = train(config)
+    record = json.loads((folder / "training.json").read_text())
+    assert record["method"] == "johnson" and record["style"] == "la_muse.jpg" and record["steps"] == 30
+    rows = list(__import__("csv").DictReader(open(next((tmp_path / "run" / "csv").rglob("metrics.csv")))))
+    totals = [float(r["loss/total"]) for r in rows if r.get("loss/total")]
+    assert totals[-1] < 0.5 * totals[0]
+    image = brushwork.stylize("sample:astronaut", model=str(folder), content_size=48, device="cpu")
+    assert image.size == (48, 48)
+    with pytest.raises(BrushworkError, match="johnson model"):
+        brushwork.load_model(str(folder), method="microast")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"style_dir": "x"}, "style_image"),
+    ({"style_image": "no-such.jpg"}, "no such style image"),
+])
+def test_config_errors(settings, message, tmp_path):
+    with pytest.raises(BrushworkError, match=message):
+        load_config(None, {"content_dir": str(tmp_path), **settings}, "johnson")
+
+
+def test_vgg19_is_refused(tmp_path, shared):
+    with pytest.raises(BrushworkError, match="loss_net vgg16"):
+        load_config(None, {"content_dir": str(tmp_path), "loss_net": "vgg19",
+                           "style_image": str(shared / "data" / "eval" / "style" / "la_muse.jpg")}, "johnson")
+
+
+def test_command_line(tmp_path):
+    out = tmp_path / "painted.png"
+    run = subprocess.run([sys.executable, "-m", "brushwork", "stylize", "sample:coffee", "--method", "johnson",
+                          "--model", "johnson-brushstrokes", "--content-size", "64", "-o", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert load_image(out).size[1] == 64
+    run = subprocess.run([sys.executable, "-m", "brushwork", "stylize", "sample:coffee", "sample:chelsea",
+                          "--method", "johnson", "-o", str(out)], capture_output=True, text=True)
+    assert run.returncode == 2 and "give no style image" in run.stderr and "Traceback" not in run.stderr

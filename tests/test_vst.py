@@ -1,0 +1,208 @@
+"""Variational style transfer: its losses, the latent Gaussian, the shipped model's samples and interpolation,
+training, API and command line."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import brushwork
+from brushwork import losses
+from brushwork.errors import BrushworkError
+from brushwork.images import as_image, load_image, resize, to_tensor
+from brushwork.methods import vst
+from brushwork.metrics import Metrics
+from brushwork.train_config import load_config
+
+# ------------------------------------------------------------------------------------------ losses
+
+
+def test_kl_matches_torch_distributions():
+    generator = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(3, 5, generator=generator), torch.randn(3, 5, generator=generator)
+    posterior = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+    prior = torch.distributions.Normal(torch.zeros(3, 5), torch.ones(3, 5))
+    expected = torch.distributions.kl_divergence(posterior, prior).sum(dim=1).mean()
+    assert float(losses.gaussian_kl(mu, logvar)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(losses.gaussian_kl(torch.zeros(2, 4), torch.zeros(2, 4))) == 0.0
+
+
+def _features(seed: int, n: int = 4):
+    generator = torch.Generator().manual_seed(seed)
+    return {layer: torch.rand(n, 8, 6, 6, generator=generator) for layer in vst.STYLE_LAYERS}
+
+
+def test_hinge_is_zero_for_identical_pairs_and_positive_for_pairs_apart():
+    style = _features(1)
+    style_grams = {layer: losses.gram_matrix(value) for layer, value in style.items()}
+    same = {layer: value[0::2].repeat_interleave(2, dim=0) for layer, value in _features(2).items()}
+    assert float(losses.disentanglement_hinge(same, style_grams, vst.STYLE_LAYERS)) == 0.0
+    # the second of each pair equals the style image: the pair is as far apart as the first is from the style
+    apart = {layer: torch.stack([_features(2)[layer][0], style[layer][0], _features(2)[layer][2], style[layer][2]])
+             for layer in vst.STYLE_LAYERS}
+    assert float(losses.disentanglement_hinge(apart, style_grams, vst.STYLE_LAYERS, margin=0.1)) > 0.0
+    with pytest.raises(ValueError, match="pairs"):
+        losses.disentanglement_hinge({k: v[:3] for k, v in same.items()}, style_grams, vst.STYLE_LAYERS)
+
+
+def test_blending_gaussians_mixes_means_and_deviations():
+    a = vst.StyleCode(torch.zeros(1, 3), torch.zeros(1, 3))
+    b = vst.StyleCode(torch.ones(1, 3), torch.log(torch.full((1, 3), 9.0)))
+    mixed = vst.StyleCode.blend([a, b], [0.5, 0.5])
+    assert torch.allclose(mixed.mu, torch.full((1, 3), 0.5))
+    assert torch.allclose(mixed.std, torch.full((1, 3), 2.0))
+
+
+# ------------------------------------------------------------------------------------------ the shipped model
+
+
+@pytest.fixture(scope="module")
+def stylizer():
+    return brushwork.Stylizer("vst", device="cpu", content_size=256, style_size=256)
+
+
+@pytest.fixture(scope="module")
+def metrics(weights_dir):
+    return Metrics("vgg16-hed", weights_dir=weights_dir)
+
+
+@pytest.fixture(scope="module")
+def style_images(shared):
+    folder = shared / "data" / "eval" / "style"
+    return folder / "la_muse.jpg", folder / "brushstrokes.jpg"
+
+
+def _tensor(image) -> torch.Tensor:
+    return to_tensor(image)
+
+
+def test_mean_code_is_deterministic_and_seeds_repeat(stylizer, style_images):
+    style = style_images[0]
+    assert torch.equal(_tensor(stylizer("sample:astronaut", style)), _tensor(stylizer("sample:astronaut", style)))
+    first = [_tensor(i) for i in stylizer.samples("sample:astronaut", style, 2, seed=5)]
+    again = [_tensor(i) for i in stylizer.samples("sample:astronaut", style, 3, seed=5)]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])  # sample k does not depend on N
+    assert not torch.equal(first[0], first[1])
+
+
+def test_samples_differ_yet_stay_close_to_the_style(stylizer, style_images, metrics):
+    """What the method is for: several clearly different stylisations of one pair, each as close to the style
+    (Gram loss) as the deterministic one, give or take, and far closer than the content is."""
+    style_path = style_images[0]
+    content = to_tensor(resize(as_image("sample:astronaut"), 256))
+    style = to_tensor(resize(load_image(style_path), 256))
+    mean_output = _tensor(stylizer("sample:astronaut", style_path))
+    outputs = [_tensor(i) for i in stylizer.samples("sample:astronaut", style_path, 4, seed=0)]
+    distances = [float(losses.perceptual_distance(metrics.features(a), metrics.features(b)))
+                 for i, a in enumerate(outputs) for b in outputs[i + 1:]]
+    assert min(distances) > 0.05
+    reference = metrics.measure(content, style, mean_output)["gram_loss"]
+    untouched = metrics.measure(content, style, content)["gram_loss"]
+    for output in outputs:
+        gram = metrics.measure(content, style, output)["gram_loss"]
+        assert gram < 2.0 * reference and gram < 0.5 * untouched
+
+
+def test_interpolation_moves_monotonically(stylizer, style_images, metrics):
+    """As the weight moves from style A to style B, the Gram loss to A rises and that to B falls, step by step."""
+    a_path, b_path = style_images
+    content = to_tensor(resize(as_image("sample:astronaut"), 256))
+    a, b = (to_tensor(resize(load_image(p), 256)) for p in (a_path, b_path))
+    to_a, to_b = [], []
+    for weight in (0.0, 0.25, 0.5, 0.75, 1.0):
+        mixer = brushwork.Stylizer(stylizer.model, style_weights=[1 - weight, weight], content_size=256,
+                                   style_size=256)
+        output = _tensor(mixer("sample:astronaut", [a_path, b_path]))
+        to_a.append(metrics.measure(content, a, output)["gram_loss"])
+        to_b.append(metrics.measure(content, b, output)["gram_loss"])
+    assert all(x < y for x, y in zip(to_a, to_a[1:])), to_a
+    assert all(x > y for x, y in zip(to_b, to_b[1:])), to_b
+
+
+def test_sampling_is_refused_where_it_does_not_apply(stylizer):
+    with pytest.raises(BrushworkError, match="vst method"):
+        brushwork.Stylizer(method="microast", device="cpu").samples("sample:astronaut", "sample:chelsea", 2)
+    with pytest.raises(BrushworkError, match="at least 1"):
+        stylizer.samples("sample:astronaut", "sample:chelsea", 0)
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def test_losses_fall_on_a_fixed_batch(weights_dir):
+    """Every term is wired to the trained parts: Adam steps on one batch (the same draws of the code's noise
+    each time) lower the total, and the KL term moves the codes towards N(0, I)."""
+    from brushwork.training import VSTTraining
+    from brushwork.train_config import TrainConfig
+    from brushwork.vgg import load_loss_network
+    import dataclasses
+
+    config = TrainConfig(method="vst", content_dir="c", style_dir="s", batch_size=4, hinge_weight=1.0,
+                         kl_weight=0.01, style_weight=3.0, tv_weight=0.1)
+    network = load_loss_network("vgg16-hed", VSTTraining.loss_layers(config), weights_dir=weights_dir)
+    module = VSTTraining(dataclasses.asdict(config), network)
+    module.load_decoder("adain-vgg16-hed", [weights_dir])
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=3e-4)
+    generator = torch.Generator().manual_seed(0)
+    content, style = torch.rand(4, 3, 32, 32, generator=generator), torch.rand(4, 3, 32, 32, generator=generator)
+    totals = []
+    for _ in range(12):
+        torch.manual_seed(0)
+        _, terms = module.compute_losses(content, style)
+        assert set(terms) == {"content", "style", "hinge", "kl", "tv"}
+        total = sum(module.loss_weights()[name] * term for name, term in terms.items())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        totals.append(total.item())
+    assert sum(totals[-3:]) / 3 < 0.8 * totals[0], totals
+
+
+def test_training_runs_exports_and_loads(folders, tmp_path, weights_dir):
+    """A tiny CPU run from the AdaIN decoder: every loss term is logged, the export loads and samples."""
+    (_, config), = load_config(None, dict(content_dir=str(folders / "content"), style_dir=str(folders / "style"),
+                                          crop=32, resize=40, batch_size=4, max_steps=8, workers=0,
+                                          sample_every=0, checkpoint_every=8, log_every=4,
+                                          init_decoder="adain-vgg16-hed", output_dir=str(tmp_path / "run"),
+                                          weights_dir=[str(weights_dir)]), "vst")
+    from brushwork.training import train
+
+    folder = train(config)
+    record = json.loads((folder / "training.json").read_text())
+    assert record["method"] == "vst" and record["encoder"] == "vgg16-hed" and record["latent_dim"] == 64
+    rows = [r for r in csv.DictReader(open(next((tmp_path / "run" / "csv").rglob("metrics.csv")))) if r.get("loss/total")]
+    assert {"loss/content", "loss/style", "loss/hinge", "loss/kl"} <= set(rows[0])
+    assert all(float(r["loss/total"]) > 0 for r in rows)
+    model = brushwork.load_model(str(folder), device="cpu")
+    assert brushwork.api.method_of(model) == "vst"
+    images = brushwork.Stylizer(model, content_size=40).samples("sample:astronaut", "sample:chelsea", 2, seed=1)
+    assert images[0].size == (40, 40)
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(BrushworkError, match="even"):
+        load_config(None, {"content_dir": str(tmp_path), "style_dir": str(tmp_path), "batch_size": 5}, "vst")
+    with pytest.raises(BrushworkError, match="settings of vst"):
+        load_config(None, {"content_dir": str(tmp_path), "style_dir": str(tmp_path), "kl_weight": 1.0}, "adain")
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def test_command_line_samples_and_interpolation(tmp_path, style_images):
+    out = tmp_path / "painted.png"
+    command = [sys.executable, "-m", "brushwork", "stylize", "sample:coffee", str(style_images[0]), "--method", "vst",
+               "--content-size", "64", "-o", str(out)]
+    run = subprocess.run(command + ["--samples", "3", "--seed", "7"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    images = [to_tensor(load_image(tmp_path / f"painted_{k}.png")) for k in (1, 2, 3)]
+    assert not torch.equal(images[0], images[1]) and not torch.equal(images[1], images[2])
+    run = subprocess.run(command[:5] + [str(style_images[1]), "--style-weights", "0.3,0.7"] + command[5:],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr and out.exists()
+    run = subprocess.run([sys.executable, "-m", "brushwork", "stylize", "sample:coffee", "sample:chelsea",
+                          "--samples", "2", "-o", str(out)], capture_output=True, text=True)
+    assert run.returncode == 2 and "--samples" in run.stderr and "Traceback" not in run.stderr
