@@ -143,7 +143,7 @@ def test_method_and_model_must_agree(weights_dir):
     with pytest.raises(BrushworkError, match="a microast model, not adain"):
         brushwork.load_model("microast", method="adain", weights_dir=weights_dir)
     with pytest.raises(BrushworkError, match="unknown method"):
-        brushwork.load_model(method="johnson")
+        brushwork.load_model(method="cyclegan")
 
 
 def test_the_reference_weights_fail_with_a_clear_message(weights_dir):

@@ -23,6 +23,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torchmetrics.aggregation import RunningMean
+from tqdm import tqdm
 
 from . import losses
 from . import weights as registry
@@ -68,6 +69,9 @@ class StyleTransferTraining(pl.LightningModule):
     def load_initial(self, source: str, weights_dir) -> None:
         """Start from a registry model, a Lightning checkpoint or a folder of exported weights."""
         raise NotImplementedError
+
+    def prepare(self, config: TrainConfig) -> None:
+        """Set up what a fresh run (not a resumed or fine-tuned one) derives from the data before its first step."""
 
     def export(self, folder: Path, steps: int) -> Path:
         """Write the trained weights where ``load_model`` reads them, with a ``training.json``."""
@@ -359,9 +363,6 @@ class VSTTraining(StyleTransferTraining):
         with torch.no_grad():
             content_features = network(content)
             style_features = network(style)
-        if self.training and self.global_step == 0 and not self.config.init_from and not self.__dict__.get("_calibrated"):
-            self.model.mapping.calibrate(*mean_std(style_features[vst.ENCODER_LAYER]))  # a fresh run only
-            self.__dict__["_calibrated"] = True
         mu, logvar = self.model.style_encoder(style_features)
         self.__dict__["_diagnostics"] = {  # the codes' spread across styles, and the samples' spread
             "code/mu_spread": mu.detach()[0::2].float().std(dim=0).mean() if len(mu) > 2 else mu.new_zeros(()),
@@ -386,6 +387,34 @@ class VSTTraining(StyleTransferTraining):
         if "perceptual" in weights:
             terms["perceptual"] = losses.perceptual_distance(output_features, content_features)
         return output, terms
+
+    #: Style images whose statistics frame the latent space (more than the code's size).
+    SPACE_STYLES = 256
+
+    def prepare(self, config: TrainConfig) -> None:
+        """Frame the latent space by the principal axes of the statistics of up to 256 training styles (random
+        crops, as training sees them)."""
+        network = self._require_loss_network()
+        rng = random.Random(config.seed)
+        paths = find_images(config.style_dir)
+        rng.shuffle(paths)
+        statistics = []
+        for path in tqdm(paths, desc="style space", unit="style", leave=False, disable=not sys.stderr.isatty()):
+            try:
+                crop = random_crop(load_image(path), config.resize, config.crop, rng)
+            except ImageError:
+                continue
+            with torch.no_grad():
+                statistics.append(vst.style_statistics(network(crop[None])))
+            if len(statistics) == self.SPACE_STYLES:
+                break
+        if len(statistics) <= config.latent_dim:
+            raise BrushworkError(f"{config.style_dir}: variational style transfer needs more than {config.latent_dim} "
+                                 f"readable style images (latent_dim) to frame its latent space, not {len(statistics)}")
+        self.model.space.fit(torch.cat(statistics))
+        log.info("style space: %d styles, %.0f%% of their variance on %d axes", len(statistics),
+                 100 * float(self.model.space.scale.pow(2).sum() / torch.cat(statistics).var(dim=0).sum()),
+                 config.latent_dim)
 
     def load_decoder(self, source: str, weights_dir) -> None:
         """Start the decoder from an AdaIN decoder over the same encoder (a registry model or a folder)."""
@@ -486,8 +515,10 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     module = trainer_class({**dataclasses.asdict(config), "encoder": loss_net}, network)
     if config.init_from and resume_path is None:
         module.load_initial(config.init_from, config.weights_dir)
-    elif config.init_decoder and resume_path is None:
-        module.load_decoder(config.init_decoder, config.weights_dir)
+    elif resume_path is None:
+        module.prepare(config)
+        if config.init_decoder:
+            module.load_decoder(config.init_decoder, config.weights_dir)
 
     start_step = torch.load(resume_path, map_location="cpu", weights_only=False)["global_step"] if resume_path else 0
     # A resumed run draws new crops instead of repeating the ones it has seen.

@@ -253,7 +253,7 @@ JOHNSON_SHA256 = {
     "johnson-contrast-of-forms": "0404b9928d3e48a388120d8d45e854e28f818ed61fa15b6ea78949ccfd1ea213",
     "johnson-brushstrokes": "87a009f9e064834f11f9e18c92847f4011c760ac15b704cdfc3aeca455f08271",
 }
-VST_SHA256 = ""
+VST_SHA256 = "ddb75f60054652d4415349bb64325051d36e72ea9ce9f040487048f3c610b360"
 
 
 def _vst() -> Weights:

@@ -2,12 +2,18 @@
 
 - **Content encoder**: a frozen VGG to relu4_1 (as AdaIN's), which is also the training loss network.
 - **Style encoder**: the channel means and standard deviations of the style's VGG features at relu1_1..relu4_1
-  (log-scaled), through a small MLP, give the mean ``mu`` and log-variance ``logvar`` of a diagonal Gaussian
-  over style codes ``z``.
-- **Decoder**: a mapping network turns ``z`` into the relu4_1 statistics the content features are renormalised
-  to (adaptive instance normalisation) and into a scale and shift per channel after each upsampling of the
-  decoder (the same modulation, deeper). The decoder mirrors the encoder like AdaIN's, so it can start from a
-  trained AdaIN decoder.
+  (log-scaled) give the mean ``mu`` and log-variance ``logvar`` of a diagonal Gaussian over style codes ``z``.
+  The latent space is framed by the principal axes of the statistics of the training paintings (whitened, so
+  N(0, I) is a typical painting); small MLPs learn a correction of ``mu`` and the log-variance.
+- **Decoder**: a mapping turns ``z`` into the relu4_1 statistics the content features are renormalised to
+  (adaptive instance normalisation; the code's point in the style space plus a learned correction) and into a
+  scale and shift per channel after each upsampling of the decoder (the same modulation, deeper). The decoder
+  mirrors the encoder like AdaIN's, so it can start from a trained AdaIN decoder.
+
+Framing the latent space by principal axes lets training start from a working model (AdaIN with the style's
+statistics compressed to 64 numbers) instead of a decoder that ignores the code: with a freshly initialised
+encoder and mapping, 300 CPU steps left every style's code at the prior and every output the same brown
+texture.
 
 Training samples ``z = mu + sigma * eps`` (the reparameterisation trick). At inference the mean code gives the
 deterministic result, ``noise`` gives samples (several stylisations of one pair), and several styles are
@@ -16,6 +22,7 @@ interpolated by mixing their Gaussians (means and standard deviations) with weig
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -56,53 +63,90 @@ def _widths(architecture: str) -> list[int]:
     return [block[0] for block in BLOCKS[architecture][:4]]
 
 
-class StyleEncoder(nn.Module):
-    """VGG statistics of a style image -> (mu, logvar) of its style code."""
+class StyleSpace(nn.Module):
+    """The linear frame of the latent space: the principal axes of the style statistics of a set of paintings.
 
-    def __init__(self, architecture: str = "vgg16", latent_dim: int = LATENT_DIM, hidden: int = HIDDEN):
+    ``center`` is their mean, ``basis`` (D x latent_dim, orthonormal columns) the leading principal directions
+    and ``scale`` the standard deviation along each, so that a code of N(0, I) is a typical painting's
+    statistics. Set once from training styles (:meth:`fit`) and saved with the model."""
+
+    def __init__(self, dim: int, latent_dim: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(2 * sum(_widths(architecture)), hidden), nn.LeakyReLU(0.2),
-                                 nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2 * latent_dim))
+        self.register_buffer("center", torch.zeros(dim))
+        self.register_buffer("basis", torch.eye(dim, latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))
+
+    @torch.no_grad()
+    def fit(self, statistics: torch.Tensor) -> None:
+        """Principal axes of Nx D statistics (N > latent_dim)."""
+        latent_dim = self.basis.shape[1]
+        if statistics.shape[0] <= latent_dim:
+            raise ValueError(f"the style space needs more than {latent_dim} style images, not {statistics.shape[0]}")
+        center = statistics.mean(dim=0)
+        _, singular, vectors = torch.linalg.svd(statistics - center, full_matrices=False)
+        self.center.copy_(center)
+        self.basis.copy_(vectors[:latent_dim].T)
+        self.scale.copy_((singular[:latent_dim] / (statistics.shape[0] - 1) ** 0.5).clamp_min(1e-4))
+
+    def project(self, statistics: torch.Tensor) -> torch.Tensor:
+        return (statistics - self.center) @ self.basis / self.scale
+
+    def reconstruct(self, code: torch.Tensor) -> torch.Tensor:
+        return self.center + (code * self.scale) @ self.basis.T
+
+
+def _mlp(inputs: int, outputs: int, hidden: int) -> nn.Sequential:
+    """A two-layer MLP whose output starts at zero (a learned correction on top of the linear frame)."""
+    mlp = nn.Sequential(nn.Linear(inputs, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, outputs))
+    nn.init.zeros_(mlp[-1].weight)
+    nn.init.zeros_(mlp[-1].bias)
+    return mlp
+
+
+#: The standard deviation of style codes at initialisation, in units of the paintings' spread along each axis.
+INITIAL_SIGMA = 0.5
+
+
+class StyleEncoder(nn.Module):
+    """VGG statistics of a style image -> (mu, logvar) of its style code: the statistics' coordinates in the style
+    space plus a learned correction, and a learned log-variance."""
+
+    def __init__(self, space: StyleSpace, latent_dim: int = LATENT_DIM, hidden: int = HIDDEN):
+        super().__init__()
+        dim = space.center.shape[0]
+        self.correction = _mlp(dim, latent_dim, hidden)
+        self.logvar = _mlp(dim, latent_dim, hidden)
+        nn.init.constant_(self.logvar[-1].bias, 2.0 * math.log(INITIAL_SIGMA))
         self.latent_dim = latent_dim
+        self.__dict__["space"] = space  # shared with the mapping; registered once, in VSTNetwork
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.net(style_statistics(features)).chunk(2, dim=1)
-        return mu, logvar.clamp(-12.0, 6.0)
+        statistics = style_statistics(features)
+        mu = self.space.project(statistics) + self.correction(statistics)
+        return mu, self.logvar(statistics).clamp(-12.0, 6.0)
 
 
 class Mapping(nn.Module):
-    """Style code -> relu4_1 log-mean and log-std targets, and a (scale, shift) per channel per decoder stage.
+    """Style code -> relu4_1 mean and std targets (the code's statistics in the style space, plus a learned
+    correction), and a (scale, shift) per channel per decoder stage (starting at the identity)."""
 
-    The stage modulations start at the identity (zero output layer), so a decoder taken from AdaIN starts as it
-    was; the statistics' bias can be set to typical style statistics (:meth:`calibrate`)."""
-
-    def __init__(self, latent_dim: int, channels: int, stages: Sequence[int], hidden: int = HIDDEN):
+    def __init__(self, space: StyleSpace, latent_dim: int, channels: int, stages: Sequence[int], hidden: int = HIDDEN):
         super().__init__()
         self.channels, self.stages = channels, tuple(stages)
-        self.body = nn.Sequential(nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2),
-                                  nn.Linear(hidden, hidden), nn.LeakyReLU(0.2))
-        self.statistics = nn.Linear(hidden, 2 * channels)
-        self.modulation = nn.Linear(hidden, 2 * sum(stages))
-        nn.init.zeros_(self.modulation.weight)
-        nn.init.zeros_(self.modulation.bias)
+        self.correction = _mlp(latent_dim, 2 * channels, hidden)
+        self.modulation = _mlp(latent_dim, 2 * sum(stages), hidden)
+        self.__dict__["space"] = space
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        hidden = self.body(z)
-        log_mean, log_std = self.statistics(hidden).chunk(2, dim=1)
-        mean = torch.exp(log_mean.clamp(-10, 10))[..., None, None]
-        std = torch.exp(log_std.clamp(-10, 10))[..., None, None]
-        modulation, stages = self.modulation(hidden), []
-        for chunk in modulation.split([2 * c for c in self.stages], dim=1):
+        statistics = self.space.reconstruct(z)[:, -2 * self.channels:] + self.correction(z)  # relu4_1's come last
+        log_mean, log_std = statistics.chunk(2, dim=1)
+        mean = torch.expm1(log_mean.clamp(0, 10)).clamp_min(0)[..., None, None]
+        std = torch.expm1(log_std.clamp(0, 10)).clamp_min(1e-5)[..., None, None]
+        stages = []
+        for chunk in self.modulation(z).split([2 * c for c in self.stages], dim=1):
             scale, shift = chunk.chunk(2, dim=1)
             stages.append((1.0 + scale[..., None, None], shift[..., None, None]))
         return mean, std, stages
-
-    @torch.no_grad()
-    def calibrate(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Start the statistics at these (typical style) relu4_1 means and standard deviations (Nx C x1x1)."""
-        self.statistics.bias.copy_(torch.cat([mean.flatten(1).clamp_min(1e-3).log().mean(0),
-                                              std.flatten(1).clamp_min(1e-3).log().mean(0)]))
-        self.statistics.weight.mul_(0.1)
 
 
 class ModulatedDecoder(nn.Module):
@@ -134,13 +178,14 @@ class ModulatedDecoder(nn.Module):
 
 
 class VSTNetwork(nn.Module):
-    """The trained parts: style encoder, mapping and decoder (the VGG encoder is frozen and kept apart)."""
+    """The trained parts: style space, style encoder, mapping and decoder (the VGG encoder is kept apart)."""
 
     def __init__(self, architecture: str = "vgg16", latent_dim: int = LATENT_DIM):
         super().__init__()
-        self.style_encoder = StyleEncoder(architecture, latent_dim)
+        self.space = StyleSpace(2 * sum(_widths(architecture)), latent_dim)
+        self.style_encoder = StyleEncoder(self.space, latent_dim)
         self.decoder = ModulatedDecoder(architecture)
-        self.mapping = Mapping(latent_dim, BLOCKS[architecture][3][0], self.decoder.stages)
+        self.mapping = Mapping(self.space, latent_dim, BLOCKS[architecture][3][0], self.decoder.stages)
         self.latent_dim = latent_dim
 
     def paint(self, content_features: torch.Tensor, z: torch.Tensor, alpha: float = 1.0,
