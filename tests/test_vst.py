@@ -173,13 +173,14 @@ def test_training_runs_exports_and_loads(folders, tmp_path, weights_dir):
     (_, config), = load_config(None, dict(content_dir=str(folders / "content"), style_dir=str(folders / "style"),
                                           crop=32, resize=40, batch_size=4, max_steps=8, workers=0,
                                           sample_every=0, checkpoint_every=8, log_every=4,
-                                          init_decoder="adain-vgg16-hed", output_dir=str(tmp_path / "run"),
+                                          init_decoder="adain-vgg16-hed", latent_dim=2,  # 4 styles frame 2 axes
+                                          output_dir=str(tmp_path / "run"),
                                           weights_dir=[str(weights_dir)]), "vst")
     from brushwork.training import train
 
     folder = train(config)
     record = json.loads((folder / "training.json").read_text())
-    assert record["method"] == "vst" and record["encoder"] == "vgg16-hed" and record["latent_dim"] == 64
+    assert record["method"] == "vst" and record["encoder"] == "vgg16-hed" and record["latent_dim"] == 2
     rows = [r for r in csv.DictReader(open(next((tmp_path / "run" / "csv").rglob("metrics.csv")))) if r.get("loss/total")]
     assert {"loss/content", "loss/style", "loss/hinge", "loss/kl"} <= set(rows[0])
     assert all(float(r["loss/total"]) > 0 for r in rows)

@@ -66,51 +66,51 @@ class ImageStream:
                     log.warning("skipping an unreadable training image: %s", error)
 
 
-class ContentStylePairs(IterableDataset):
-    """Endless (content, style) crop pairs; every data-loader worker draws its own shuffled order."""
+class _Endless(IterableDataset):
+    """An endless stream of random crops of the images of ``content_dir``; ``length`` is what a run will draw."""
 
-    def __init__(self, content_dir: str | Path, style_dir: str | Path, *, resize_to: int = 512, crop: int = 256,
-                 seed: int = 0, length: int | None = None):
+    def __init__(self, content_dir: str | Path, *, resize_to: int, crop: int, seed: int, length: int | None):
         super().__init__()
         self.contents = find_images(content_dir)
-        self.styles = find_images(style_dir)
         self.resize_to, self.crop, self.seed = resize_to, crop, seed
         self.length = length
 
     def __len__(self) -> int:
-        """Pairs a run will draw (the stream itself never ends); lets progress bars show a total."""
+        """Examples a run will draw (the stream itself never ends); lets progress bars show a total."""
         if self.length is None:
             raise TypeError("an endless stream has no length")
         return self.length
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _rng(self) -> random.Random:
+        """Every data-loader worker draws its own order."""
         info = get_worker_info()
-        worker = info.id if info is not None else 0
-        rng = random.Random(f"{self.seed}-{worker}")
+        return random.Random(f"{self.seed}-{info.id if info is not None else 0}")
+
+
+class ContentStylePairs(_Endless):
+    """Endless (content, style) crop pairs; every data-loader worker draws its own shuffled order."""
+
+    def __init__(self, content_dir: str | Path, style_dir: str | Path, *, resize_to: int = 512, crop: int = 256,
+                 seed: int = 0, length: int | None = None):
+        super().__init__(content_dir, resize_to=resize_to, crop=crop, seed=seed, length=length)
+        self.styles = find_images(style_dir)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rng = self._rng()
         contents = ImageStream(self.contents, self.resize_to, self.crop, rng)
         styles = ImageStream(self.styles, self.resize_to, self.crop, rng)
         return zip(contents, styles)
 
 
-class ContentCrops(IterableDataset):
+class ContentCrops(_Endless):
     """Endless content crops (per-style methods such as Johnson's, whose style is one fixed image)."""
 
     def __init__(self, content_dir: str | Path, *, resize_to: int = 512, crop: int = 256, seed: int = 0,
                  length: int | None = None):
-        super().__init__()
-        self.contents = find_images(content_dir)
-        self.resize_to, self.crop, self.seed = resize_to, crop, seed
-        self.length = length
-
-    def __len__(self) -> int:
-        if self.length is None:
-            raise TypeError("an endless stream has no length")
-        return self.length
+        super().__init__(content_dir, resize_to=resize_to, crop=crop, seed=seed, length=length)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        info = get_worker_info()
-        rng = random.Random(f"{self.seed}-{info.id if info is not None else 0}")
-        return iter(ImageStream(self.contents, self.resize_to, self.crop, rng))
+        return iter(ImageStream(self.contents, self.resize_to, self.crop, self._rng()))
 
 
 def pair_loader(dataset: ContentStylePairs | ContentCrops, batch_size: int, workers: int) -> DataLoader:

@@ -147,6 +147,28 @@ class StyleTransferTraining(pl.LightningModule):
         return json.dumps({"method": self.config.method, "steps": steps, **extra,
                            "config": dataclasses.asdict(self.config)}, indent=1)
 
+    def _initial_state(self, source: str, weights_dir, find_weights, key: str) -> dict[str, torch.Tensor]:
+        """The trained part's state dict from a checkpoint, a folder (``find_weights`` names its file) or a
+        registry model (its file ``key``)."""
+        path = Path(source)
+        if path.is_file() and path.suffix == ".ckpt":
+            return self._checkpoint_state(path)
+        weights = find_weights(path) if path.is_dir() else registry.resolve(source, weights_dir)[key]
+        return registry.read_state_dict(weights)
+
+    def _load_state(self, state: dict[str, torch.Tensor], source: str, what: str) -> None:
+        try:
+            self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as error:
+            raise BrushworkError(f"{source}: does not fit {what} ({str(error).splitlines()[0]})") from None
+
+    def _export_half(self, folder: Path, filename: str, steps: int, **record) -> Path:
+        """The trained part as one float16 state dict (half the size, the same images) and a training.json."""
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu().half() for k, v in self.model.state_dict().items()}, folder / filename)
+        (folder / "training.json").write_text(self._training_record(steps, **record))
+        return folder
+
     @staticmethod
     def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
@@ -239,16 +261,8 @@ class AdaINTraining(StyleTransferTraining):
         return output, terms
 
     def load_initial(self, source: str, weights_dir) -> None:
-        path = Path(source)
-        if path.is_file() and path.suffix == ".ckpt":
-            state = self._checkpoint_state(path)
-        else:
-            decoder = adain.find_decoder(path) if path.is_dir() else registry.resolve(source, weights_dir)["decoder"]
-            state = registry.read_state_dict(decoder)
-        try:
-            self.model.load_state_dict({k: v.float() for k, v in state.items()})
-        except RuntimeError as error:
-            raise BrushworkError(f"{source}: does not fit this AdaIN decoder ({str(error).splitlines()[0]})") from None
+        self._load_state(self._initial_state(source, weights_dir, adain.find_decoder, "decoder"), source,
+                         "this AdaIN decoder")
 
     def export(self, folder: Path, steps: int) -> Path:
         """``decoder.pth`` and a ``training.json`` naming the encoder it belongs to."""
@@ -312,24 +326,12 @@ class JohnsonTraining(StyleTransferTraining):
     def load_initial(self, source: str, weights_dir) -> None:
         """Start from another Johnson network (a checkpoint, a folder or a registry model): a new style learns
         faster from a network that already reproduces content."""
-        path = Path(source)
-        if path.is_file() and path.suffix == ".ckpt":
-            state = self._checkpoint_state(path)
-        else:
-            weights = johnson.find_weights(path) if path.is_dir() else registry.resolve(source, weights_dir)["transform"]
-            state = registry.read_state_dict(weights)
-        try:
-            self.model.load_state_dict({k: v.float() for k, v in state.items()})
-        except RuntimeError as error:
-            raise BrushworkError(f"{source}: does not fit the Johnson network ({str(error).splitlines()[0]})") from None
+        state = self._initial_state(source, weights_dir, johnson.find_weights, "transform")
+        self._load_state(state, source, "the Johnson network")
 
     def export(self, folder: Path, steps: int) -> Path:
-        """``transform.pth`` (float16: half the size, the same images) and a ``training.json``."""
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu().half() for k, v in self.model.state_dict().items()},
-                   folder / johnson.WEIGHTS_FILE)
-        (folder / "training.json").write_text(self._training_record(steps, style=Path(self.config.style_image).name))
-        return folder
+        """``transform.pth`` (float16) and a ``training.json`` naming the style image."""
+        return self._export_half(folder, johnson.WEIGHTS_FILE, steps, style=Path(self.config.style_image).name)
 
 
 class VSTTraining(StyleTransferTraining):
@@ -427,24 +429,14 @@ class VSTTraining(StyleTransferTraining):
             raise BrushworkError(f"{source}: does not fit this decoder ({str(error).splitlines()[0]})") from None
 
     def load_initial(self, source: str, weights_dir) -> None:
-        path = Path(source)
-        if path.is_file() and path.suffix == ".ckpt":
-            state = self._checkpoint_state(path)
-        else:
-            weights = vst.find_weights(path) if path.is_dir() else registry.resolve(source, weights_dir)["vst"]
-            state = registry.read_state_dict(weights)
-        try:
-            self.model.load_state_dict({k: v.float() for k, v in state.items()})
-        except RuntimeError as error:
-            raise BrushworkError(f"{source}: does not fit this VST network ({str(error).splitlines()[0]})") from None
+        self._load_state(self._initial_state(source, weights_dir, vst.find_weights, "vst"), source,
+                         "this VST network")
 
     def export(self, folder: Path, steps: int) -> Path:
         """``vst.pth`` (float16) and a ``training.json`` naming the encoder and the code size."""
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu().half() for k, v in self.model.state_dict().items()},
-                   folder / vst.WEIGHTS_FILE)
-        (folder / "training.json").write_text(self._training_record(
-            steps, encoder=self.hparams.get("encoder", self.config.loss_net), latent_dim=self.config.latent_dim))
+        return self._export_half(folder, vst.WEIGHTS_FILE, steps,
+                                 encoder=self.hparams.get("encoder", self.config.loss_net),
+                                 latent_dim=self.config.latent_dim)
         return folder
 
 
