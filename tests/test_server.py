@@ -108,6 +108,17 @@ def test_stylize_sample_references_with_every_option(client):
     assert again["content"]["ref"] == result["ref"]
 
 
+def test_a_per_style_network_takes_no_style(client):
+    result = client.post("/api/stylize", data={"content_ref": "sample:chelsea", "model": "johnson-la-muse",
+                                                "size": "48"})
+    assert result.status_code == 201, result.text
+    result = result.json()
+    assert result["method"] == "johnson" and result["styles"] == [] and min(result["width"], result["height"]) == 48
+    assert_error(client.post("/api/stylize", data={"content_ref": "sample:chelsea", "style_ref": "sample:ihc",
+                                                   "model": "johnson-la-muse", "size": "48"}),
+                 422, "give no style image")
+
+
 def test_gallery_pages_titles_and_deletes(client, settings, photo, painting):
     made = [stylize(client, alpha=str(alpha)) for alpha in (0.2, 0.4, 0.6)]
     first = client.get("/api/results", params={"limit": 2}).json()
