@@ -240,13 +240,9 @@ class VariationalStyleTransfer(nn.Module):
     def latent_dim(self) -> int:
         return self.network.latent_dim
 
-    def fast(self) -> "VariationalStyleTransfer":
-        self.to(memory_format=torch.channels_last)
-        self.memory_format = torch.channels_last
-        return self
-
-    def encode(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encoder(image.contiguous(memory_format=self.memory_format))[ENCODER_LAYER]
+    # The same VGG encoder as AdaIN's, with the same fast path (channels-last) and content code (relu4_1).
+    fast = AdaIN.fast
+    encode = AdaIN.encode
 
     def encode_style(self, style: torch.Tensor, tile: int | None = None) -> StyleCode:
         """The Gaussian of Nx3xHxW style images' codes (``tile`` is accepted for the interface; styles are
