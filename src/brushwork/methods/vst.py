@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -34,10 +33,10 @@ from torch import nn
 
 from ..errors import BrushworkError, WeightsError
 from ..functional import adaptive_instance_norm, mean_std, normalize_weights
-from ..tiling import count_tiles, map_tiles
+from ..tiling import map_tiles
 from ..vgg import BLOCKS, VGGFeatures, load_loss_network
 from ..weights import read_state_dict
-from .adain import (DECODER_HALO, ENCODER_HALO, SIZE_MULTIPLE, AdaIN, AdaINDecoder)
+from .adain import DECODER_HALO, SIZE_MULTIPLE, AdaIN, AdaINDecoder
 from .microast import pad_to
 
 #: The content code, and the layers whose statistics the style encoder reads.
@@ -281,8 +280,7 @@ class VariationalStyleTransfer(nn.Module):
             raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
         height, width = content.shape[-2:]
         z = self.code(styles, style_weights, noise)
-        features = map_tiles(self.encode, pad_to(content, SIZE_MULTIPLE), scale=Fraction(1, SIZE_MULTIPLE),
-                             tile=tile, halo=ENCODER_HALO, multiple=SIZE_MULTIPLE, progress=progress)
+        features = self._encode_tiled(pad_to(content, SIZE_MULTIPLE), tile, progress)
         own = mean_std(features)
 
         def paint(piece: torch.Tensor) -> torch.Tensor:
@@ -293,12 +291,9 @@ class VariationalStyleTransfer(nn.Module):
                            progress=progress)
         return output[..., :height, :width]
 
-    def decode_steps(self, content: torch.Tensor, tile: int | None) -> int:
-        height, width = pad_to(content, SIZE_MULTIPLE).shape[-2:]
-        eighth = None if tile is None else max(1, tile // SIZE_MULTIPLE)
-        return (count_tiles(height, width, tile, 0, SIZE_MULTIPLE)
-                + count_tiles(height // SIZE_MULTIPLE, width // SIZE_MULTIPLE, eighth, 0))
-
+    # Tiles, their count and their size within a memory budget: the same encoder and decoder as AdaIN's.
+    _encode_tiled = AdaIN._encode_tiled
+    decode_steps = AdaIN.decode_steps
     tile_for = staticmethod(AdaIN.tile_for)
 
 
