@@ -119,10 +119,14 @@ def test_fast_path_uses_bfloat16_only_where_the_cpu_has_it(official_model):
            if isinstance(module, microast.ReflectConv) and module.compute_dtype is not None}
     if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         assert low == {"content_encoder.enc1.10.conv1", "content_encoder.enc1.10.conv2", "content_encoder.enc2.0.conv1",
-                       "content_encoder.enc2.0.conv2", "decoder.dec3.10"}
+                       "content_encoder.enc2.0.conv2"}
         assert model.decoder.dec1.conv1.conv_layer.weight.dtype == torch.float32  # FilterMod blocks stay fp32
+        assert model.decoder.phase_head.kernel3.dtype == torch.bfloat16  # the head after them does not
     else:
         assert low == set()
+        assert model.decoder.phase_head.kernel3.dtype == torch.float32
+    assert model.decoder.phase_head.kernel1.shape == (128, 2, 3, 3)  # grouped, four phases per channel
+    assert not any(key.startswith("decoder.phase_head") for key in model.state_dict())  # no new state
 
 
 def test_memory_budget_picks_tiles_only_for_large_images():

@@ -5,12 +5,15 @@ Variants: ``brushwork`` is the path users get (the fast path of ``load_model``, 
 under inference mode, tiled within the default memory budget as :class:`~brushwork.api.Stylizer` does);
 ``baseline`` is the plain eager fp32 pattern of the reference implementation: the plain network's
 ``forward(content, style)`` on the whole image under ``no_grad``, no tiling, no fusion; ``onnx`` (MicroAST, on
-request) is the model exported to ONNX and run by ONNX Runtime, in tiles within the same budget.
+request) is the model exported to ONNX and run by ONNX Runtime, in tiles within the same budget. The baseline's
+process starts without the settings ``import brushwork`` makes (huge pages for large tensors), as the reference
+implementation's would.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import resource
@@ -33,6 +36,8 @@ DEFAULT_SIZES = ("512", "1024", "2048", "3840x2160")
 VARIANTS = ("brushwork", "baseline")
 ONNX_VARIANT = "onnx"
 STYLE_SIZE = (512, 512)
+#: PyTorch's switch for transparent huge pages in its CPU allocator, which ``import brushwork`` turns on.
+THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 
 
 @dataclass(frozen=True)
@@ -153,11 +158,30 @@ def _run_rounds(groups: list[list], measure, weights_dir, rounds: int, label: st
             measured: dict = {case: [] for case in group}
             for round_index in range(rounds):
                 for case in group if round_index % 2 == 0 else group[::-1]:
-                    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+                    with _process_settings(case.variant), \
+                            concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                         measured[case].append(pool.submit(measure, case, dirs).result())
                     bar.update()
             results += [_pool_rounds(case, rounds_of_case) for case, rounds_of_case in measured.items()]
     return results
+
+
+@contextlib.contextmanager
+def _process_settings(variant: str):
+    """The environment a case's process starts with. The baseline runs as the reference implementation does,
+    without the process settings ``import brushwork`` makes (large tensors on transparent huge pages)."""
+    if variant != "baseline":
+        yield
+        return
+    saved = os.environ.get(THP_VARIABLE)
+    os.environ[THP_VARIABLE] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[THP_VARIABLE]
+        else:
+            os.environ[THP_VARIABLE] = saved
 
 
 def _options_of(model: str, gatys_steps: int | None) -> tuple:
@@ -181,7 +205,8 @@ def _pool_rounds(case, measured: list[dict]) -> dict:
         "peak_gpu_mb": max(gpu) if gpu else None,
         "threads": measured[0]["threads"],
         "torch": measured[0]["torch"],
-        **{key: measured[-1][key] for key in ("history", "scales", "sizes", "tile") if key in measured[-1]},
+        **{key: measured[-1][key] for key in ("history", "scales", "sizes", "tile", "huge_pages")
+           if key in measured[-1]},
     }
 
 
@@ -228,6 +253,7 @@ def _measure(case: Case, weights_dir: list[str]) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "tile": tiling.get("tile"),
+        "huge_pages": os.environ.get(THP_VARIABLE) == "1",
     }
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import BrushworkError, WeightsError
 from ..weights import read_state_dict
+from ..fastconv import conv, exact_borders, grouped, phase_kernel, reflect_conv
 from ..functional import adaptive_instance_norm, blend, mean_std, normalize_weights
 from ..tiling import count_tiles, map_statistics, map_tiles, tile_for_budget
 
@@ -47,6 +48,8 @@ class ReflectConv(nn.Module):
         self.compute_dtype: torch.dtype | None = None
         #: The ReLU that follows is done by oneDNN inside the convolution (CPU fast path, :meth:`MicroAST.fast`).
         self.fused_relu = False
+        #: Zero padding inside the convolution and exact borders from strips instead of a padded copy (fast path).
+        self.pad_free = False
 
     def compute_in(self, dtype: torch.dtype) -> None:
         """Run this convolution in a lower precision (its weights are converted; input and output keep theirs)."""
@@ -55,6 +58,10 @@ class ReflectConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         given = x.dtype
+        if self.pad_free:
+            conv = self.conv_layer
+            return reflect_conv(x, conv.weight, conv.bias, stride=conv.stride[0], groups=conv.groups,
+                                relu=self.fused_relu).to(given)
         if self.compute_dtype is not None:
             x = x.to(self.compute_dtype)
         if self.padding:
@@ -75,6 +82,12 @@ class ResidualBlock(nn.Module):
         self.conv2 = ReflectConv(channels, channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv1.pad_free:  # fast path: hidden map in the convolutions' dtype, residual added by oneDNN
+            first, second = self.conv1.conv_layer, self.conv2.conv_layer
+            hidden = reflect_conv(x, first.weight, first.bias, relu=True)
+            if second.weight.dtype != x.dtype:
+                return x + reflect_conv(hidden, second.weight, second.bias).to(x.dtype)
+            return reflect_conv(hidden, second.weight, second.bias, residual=x)
         hidden = self.conv1(x)
         return x + self.conv2(hidden if self.conv1.fused_relu else F.relu(hidden))
 
@@ -87,8 +100,22 @@ class ModulatedResidualBlock(ResidualBlock):
     """
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if self.conv1.pad_free and weight.shape[0] == 1:  # fast path: the modulation folded into the weights
+            hidden = reflect_conv(x, *self._folded(self.conv1.conv_layer, weight, bias, x), relu=True)
+            return reflect_conv(hidden, *self._folded(self.conv2.conv_layer, weight, bias, x), residual=x)
         hidden = F.relu(weight * self.conv1(x) + bias * x)
         return x + weight * self.conv2(hidden) + bias * hidden
+
+    @staticmethod
+    def _folded(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, like: torch.Tensor):
+        """One convolution computing ``weight * conv(h) + bias * h``: the output channels' weights scaled by
+        ``weight``, ``bias`` added to the centre tap of each channel's own input (1xCx1x1 signals)."""
+        scale, shift = weight.reshape(-1, 1, 1, 1), bias.reshape(-1)
+        folded = conv.weight * scale
+        centre = conv.weight.shape[-1] // 2
+        channels = torch.arange(folded.shape[0], device=folded.device)
+        folded[channels, channels, centre, centre] += shift
+        return folded.contiguous(memory_format=_layout_of(like)), conv.bias * scale.reshape(-1)
 
 
 class MicroEncoder(nn.Module):
@@ -201,6 +228,99 @@ def transposed_head() -> nn.Sequential:
     )
 
 
+class PhaseHead(nn.Module):
+    """The bilinear head, computed on the low-resolution grids (fast path; same output as the head it is built
+    from, see :mod:`brushwork.fastconv`).
+
+    Each "upsample x2, grouped 3x3 convolution" pair becomes one convolution producing the four phases of its
+    output, so neither upsampled map is made; the full-resolution 16-channel maps stay on the half-resolution
+    grid as phases, where the 1x1 convolution is block-diagonal and the final 9x9 convolution a 5x5 one. Borders
+    are recomputed exactly with the plain layers (:func:`~brushwork.fastconv.exact_borders`).
+    """
+
+    def __init__(self, head: nn.Sequential, low_precision: torch.dtype | None = None):
+        super().__init__()
+        up1, conv1, _, pointwise1, _, up2, conv2, _, pointwise2, _, last = head
+        self.plain = [up1, conv1, pointwise1, up2, conv2, pointwise2, last]  # not registered: no new state
+        probe = torch.zeros((), dtype=torch.float64, device=next(head.parameters()).device)
+        shuffled = lambda layer: (lambda x: F.pixel_unshuffle(_plain(layer, bias=False)(F.pixel_shuffle(x, 2)), 2))
+        #: The dtype of the full-resolution stages (the 16-channel maps and the convolution to RGB).
+        self.late = low_precision or torch.float32
+
+        def weights(op, in_channels, radius, groups=1, dtype=torch.float32):
+            kernel = phase_kernel(op, in_channels, radius, like=probe)
+            kernel = grouped(kernel, groups) if groups > 1 else kernel
+            return kernel.to(dtype).contiguous(memory_format=torch.channels_last)
+
+        def bias(layer, dtype=torch.float32):
+            return layer.conv_layer.bias.repeat_interleave(4).to(dtype)
+
+        buffers = {
+            "kernel1": weights(lambda x: _plain(conv1, bias=False)(up1(x)), 64, 1, conv1.conv_layer.groups,
+                               self.late),
+            "bias1": bias(conv1, self.late),
+            "pointwise1": pointwise1.conv_layer.weight.to(self.late).contiguous(memory_format=torch.channels_last),
+            "pointwise1_bias": pointwise1.conv_layer.bias.to(self.late),
+            "kernel2": weights(lambda x: _plain(conv2, bias=False)(up2(x)), 32, 1, conv2.conv_layer.groups,
+                               self.late),
+            "bias2": bias(conv2, self.late),
+            "pointwise": weights(shuffled(pointwise2), 64, 0, 1, self.late),
+            "pointwise_bias": bias(pointwise2, self.late),
+            "kernel3": weights(shuffled(last), 64, 2, 1, self.late),
+            "bias3": bias(last, self.late),
+        }
+        for name, value in buffers.items():
+            self.register_buffer(name, value, persistent=False)
+        self.groups = (conv1.conv_layer.groups, conv2.conv_layer.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up1, conv1, pointwise1, up2, conv2, _, last = self.plain
+        relu = lambda layer: (lambda piece: F.relu(_plain(layer)(piece)))
+        phases = lambda op: (lambda piece: F.pixel_unshuffle(op(piece), 2))
+        late = self.late
+        # quarter -> half resolution (as phases on the quarter grid, then shuffled), 1x1 convolution
+        half = conv(x, self.kernel1, self.bias1, padding=1, groups=self.groups[0], relu=True)
+        exact_borders(half, x, phases(lambda piece: relu(conv1)(up1(piece)).to(late)), wrong=1, reach=2)
+        half = F.pixel_shuffle(half, 2).contiguous(memory_format=torch.channels_last)
+        half = conv(half, self.pointwise1, self.pointwise1_bias, relu=True)
+        # half -> full resolution, kept as phases on the half grid
+        full = conv(half, self.kernel2, self.bias2, padding=1, groups=self.groups[1], relu=True)
+        exact_borders(full, half, phases(lambda piece: relu(conv2)(up2(piece)).to(late)), wrong=1, reach=2)
+        full = conv(full, self.pointwise, self.pointwise_bias, relu=True)
+        # the 9x9 convolution to RGB, as a 5x5 one on the phases
+        rgb = conv(full, self.kernel3, self.bias3, padding=2)
+        exact_borders(rgb, full, lambda piece: F.pixel_unshuffle(
+            _plain(last)(F.pixel_shuffle(piece.float(), 2)), 2).to(late), wrong=2, reach=3)
+        return _shuffled_image(rgb)
+
+
+def _shuffled_image(phases: torch.Tensor) -> torch.Tensor:
+    """``pixel_shuffle`` of a channels-last map of 2x2 phases to a float32 image in the standard layout, in one
+    copy (PyTorch's own is several times slower on channels-last maps with few channels)."""
+    batch, channels, height, width = phases.shape
+    grouped_phases = phases.permute(0, 2, 3, 1).reshape(batch, height, width, channels // 4, 2, 2)
+    return grouped_phases.permute(0, 3, 1, 4, 2, 5).float().reshape(batch, channels // 4, 2 * height, 2 * width)
+
+
+def _plain(layer: "ReflectConv", bias: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ReflectConv's reference computation in the input's dtype (reflection-padded copy, no fused ReLU);
+    ``bias=False`` leaves out the bias (the linear part alone)."""
+    conv_layer = layer.conv_layer
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        weight = conv_layer.weight.to(x.dtype)
+        bias_ = conv_layer.bias.to(x.dtype) if bias else None
+        if layer.padding:
+            x = F.pad(x, [layer.padding] * 4, mode="reflect")
+        return F.conv2d(x, weight, bias_, conv_layer.stride, groups=conv_layer.groups)
+    return run
+
+
+def _layout_of(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
+
+
 DECODER_HEADS: dict[str, Callable[[], nn.Sequential]] = {
     "bilinear": bilinear_head,
     "tuned": tuned_head,
@@ -228,6 +348,8 @@ class MicroDecoder(nn.Module):
         self.dec1 = ModulatedResidualBlock()
         self.dec2 = ModulatedResidualBlock()
         self.dec3 = DECODER_HEADS[head]()
+        #: The bilinear head on the low-resolution grids (fast path, :meth:`MicroAST.fast`); None: ``dec3``.
+        self.phase_head: PhaseHead | None = None
 
     def forward(self, content: tuple[torch.Tensor, torch.Tensor], signals: StyleSignals) -> torch.Tensor:
         return self.second_half(self.first_half(content[1], signals), signals)
@@ -242,7 +364,7 @@ class MicroDecoder(nn.Module):
         """The shallow level (FeatMod, FilterMod) and the head to RGB; ``own`` as in :meth:`first_half`."""
         x = adaptive_instance_norm(x, signals.means[0], signals.stds[0], own)
         x = self.dec2(x, signals.filter_weights[0], signals.filter_biases[0])
-        return self.dec3(x)
+        return self.dec3(x) if self.phase_head is None else self.phase_head(x)
 
 
 #: Receptive radius of each part, in pixels of its input, rounded up: the margin a tile needs to come out exact.
@@ -290,15 +412,20 @@ class MicroAST(nn.Module):
         device = next(self.parameters()).device
         self.to(memory_format=torch.channels_last)
         self.memory_format = torch.channels_last
+        dtype = _native_low_precision(device)
+        if self.decoder.head == "bilinear":
+            self.decoder.phase_head = PhaseHead(self.decoder.dec3, dtype)
         if _can_fuse_relu(device):
             self._fuse_relus()
-        dtype = _native_low_precision(device)
+        for module in self.modules():
+            if isinstance(module, ReflectConv):
+                module.pad_free = True
         if dtype is not None:
             for block in (self.content_encoder.enc1[-1], self.content_encoder.enc2[0]):
                 block.conv1.compute_in(dtype)
                 block.conv2.compute_in(dtype)
             last = self.decoder.dec3[-1]
-            if isinstance(last, ReflectConv):
+            if isinstance(last, ReflectConv) and self.decoder.phase_head is None:
                 last.compute_in(dtype)
         return self
 

@@ -1,0 +1,158 @@
+"""Inference-only convolution building blocks that compute exactly what the plain layers compute, faster.
+
+Two ideas, both measured on the CPU (docs/BENCHMARKS.md):
+
+- **No padding copies.** A reflection-padded convolution is run with zero padding inside the convolution kernel
+  (no padded copy of the input), and only the few output rows and columns next to the borders, the ones the
+  zero padding got wrong, are recomputed exactly from thin strips of the input (:func:`exact_borders`).
+- **Polyphase layers.** An upsampling x2 followed by a convolution is one linear, shift-invariant map from the
+  low-resolution grid to the four *phases* (even/odd row x even/odd column) of the high-resolution output, so it
+  is one convolution on the low-resolution grid with four times the output channels
+  (:func:`phase_kernel` derives its weights from the layers themselves). The upsampled map, the largest tensor
+  of a decoder, is never made. Layers after it can stay on the low-resolution grid the same way, with the
+  high-resolution map held as ``pixel_unshuffle`` phases.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+Op = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _fused_relu_available(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+
+
+def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, padding: int = 0, stride: int = 1,
+         groups: int = 1, relu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv2d`` with zero ``padding`` done inside the kernel, then ``+ residual`` (same shape and dtype as the
+    output) or a ReLU, fused into it by oneDNN on the CPU (``F.conv2d`` and the operations after it elsewhere).
+    Computes in ``weight``'s dtype and returns it."""
+    x = x.to(weight.dtype)
+    if relu and residual is not None:
+        raise ValueError("a convolution takes either a residual or a ReLU after it, not both")
+    if _fused_relu_available(x):
+        pointwise = torch.ops.mkldnn._convolution_pointwise
+        settings = ([padding, padding], [stride, stride], [1, 1], groups)
+        if residual is not None and residual.dtype == weight.dtype and residual.stride() == _strides_like(
+                residual.shape, x):
+            return pointwise.binary(x, residual, weight, bias, *settings, "add", None, None, [], None)
+        if relu:
+            return pointwise(x, weight, bias, *settings, "relu", [], "")
+    out = F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=groups)
+    if residual is not None:
+        return out.add_(residual)
+    return out.relu_() if relu else out
+
+
+def _strides_like(shape: torch.Size, x: torch.Tensor) -> tuple[int, ...]:
+    """The strides a tensor of ``shape`` has in ``x``'s memory format (oneDNN's fused add wants them equal)."""
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    empty = torch.empty(shape, device="meta")
+    return empty.contiguous(memory_format=torch.channels_last).stride() if channels_last else empty.stride()
+
+
+def exact_borders(out: torch.Tensor, x: torch.Tensor, exact: Op, *, wrong: int, reach: int,
+                  scale: Fraction | int = 1, multiple: int = 1, plus: torch.Tensor | None = None) -> torch.Tensor:
+    """Overwrite, in place, the border bands of ``out`` = fast(``x``) with what ``exact`` gives there.
+
+    ``exact`` is the reference computation (reflection padding and all) from an input map to an output map at
+    ``scale`` times its size. The fast output is wrong only within ``wrong`` input rows/columns of each border;
+    ``exact`` is correct on a crop of the input except within ``reach`` input rows of the crop's cut edges. Crops
+    start on multiples of ``multiple`` (strided layers sample the same positions). ``plus``: a map of ``out``'s
+    shape that ``out`` includes and ``exact`` does not (a residual). Returns ``out``.
+    """
+    scale = Fraction(scale)
+    height, width = x.shape[-2:]
+    rows = math.ceil((wrong + reach) / multiple) * multiple
+    band = math.ceil(wrong * scale)
+    add = (lambda value, where: value + plus[where]) if plus is not None else (lambda value, where: value)
+    if 2 * rows >= height or 2 * rows >= width:  # a small map: the bands would cover it
+        out.copy_(add(exact(x), (...,)))
+        return out
+    top_cut = (height - rows) // multiple * multiple
+    left_cut = (width - rows) // multiple * multiple
+    top, bottom = (..., slice(None, band), slice(None)), (..., slice(-band, None), slice(None))
+    left, right = (..., slice(None), slice(None, band)), (..., slice(None), slice(-band, None))
+    out[top] = add(exact(x[..., :rows, :])[top], top)
+    out[bottom] = add(exact(x[..., top_cut:, :])[bottom], bottom)
+    out[left] = add(exact(x[..., :, :rows])[left], left)
+    out[right] = add(exact(x[..., :, left_cut:])[right], right)
+    return out
+
+
+def reflect_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, stride: int = 1,
+                 groups: int = 1, relu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """A convolution on the reflection-padded input (half the kernel on each side), as
+    ``conv2d(pad(x, reflect))``, without making the padded copy (see :func:`exact_borders`); then a ReLU or
+    ``+ residual`` as in :func:`conv`."""
+    padding = weight.shape[-1] // 2
+    if padding == 0:
+        return conv(x, weight, bias, stride=stride, groups=groups, relu=relu, residual=residual)
+
+    def exact(piece: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(piece.to(weight.dtype), [padding] * 4, mode="reflect")
+        return conv(padded, weight, bias, stride=stride, groups=groups, relu=relu)
+
+    if weight.shape[1] * groups <= 4 or min(x.shape[-2:]) <= 4 * padding + 2 * stride:
+        # an image's few channels: the padded copy is cheap and oneDNN is faster without padding
+        out = exact(x)
+        return out if residual is None else out + residual
+    out = conv(x, weight, bias, padding=padding, stride=stride, groups=groups, relu=relu, residual=residual)
+    return exact_borders(out, x, exact, wrong=padding * stride, reach=padding, scale=Fraction(1, stride),
+                         multiple=stride, plus=residual)
+
+
+def phase_kernel(op: Op, in_channels: int, radius: int, *, like: torch.Tensor) -> torch.Tensor:
+    """The weights of the convolution on ``op``'s input grid that computes ``op``'s output as 2x2 phases.
+
+    ``op`` is linear (no bias), maps ``in_channels`` channels on a grid to a map at twice its size (or, for a map
+    already held as phases, ``pixel_unshuffle``-d output at the same size), and each output phase depends on
+    input pixels within ``radius``. It is probed with one impulse per input channel, far from the borders; the
+    result has shape (4 x out_channels) x in_channels x (2 radius + 1)^2, output channels in
+    ``pixel_shuffle``'s order. ``like``: dtype and device to probe in (float64 keeps the weights exact).
+    """
+    size = 2 * radius + 9
+    centre = size // 2
+    probe = torch.zeros(in_channels, in_channels, size, size, dtype=like.dtype, device=like.device)
+    probe[torch.arange(in_channels), torch.arange(in_channels), centre, centre] = 1
+    response = op(probe)
+    if response.shape[-1] == 2 * size:
+        response = F.pixel_unshuffle(response, 2)
+    # y[Y] = sum_k K[k] x[Y + k - radius] and x is an impulse at the centre, so K[k] = y[centre + radius - k].
+    window = response[..., centre - radius:centre + radius + 1, centre - radius:centre + radius + 1]
+    return window.flip(-1, -2).transpose(0, 1).contiguous()
+
+
+def block_diagonal(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The dense weights of a grouped convolution (zeros between the groups): oneDNN runs a dense convolution
+    with few channels per group several times faster than the grouped one."""
+    out_channels, per_group = weight.shape[:2]
+    dense = weight.new_zeros(out_channels, per_group * groups, *weight.shape[2:])
+    out_per_group = out_channels // groups
+    for group in range(groups):
+        rows = slice(group * out_per_group, (group + 1) * out_per_group)
+        dense[rows, group * per_group:(group + 1) * per_group] = weight[rows]
+    return dense
+
+
+def grouped(dense: torch.Tensor, groups: int) -> torch.Tensor:
+    """The weights of a grouped convolution from dense ones that are zero between the groups (checked): oneDNN
+    runs the grouped one faster when each group has a few channels in and several out."""
+    out_channels, in_channels = dense.shape[:2]
+    out_per_group, in_per_group = out_channels // groups, in_channels // groups
+    blocks = dense.reshape(groups, out_per_group, groups, in_per_group, *dense.shape[2:])
+    diagonal = torch.arange(groups, device=dense.device)
+    own = blocks[diagonal, :, diagonal]
+    between = blocks.clone()
+    between[diagonal, :, diagonal] = 0
+    if between.abs().max() > 1e-6 * own.abs().max():
+        raise ValueError("these weights mix channels of different groups")
+    return own.reshape(out_channels, in_per_group, *dense.shape[2:])

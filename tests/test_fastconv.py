@@ -1,0 +1,106 @@
+"""The fast path's convolution blocks compute what the plain layers compute, borders included."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from brushwork.fastconv import block_diagonal, conv, exact_borders, grouped, phase_kernel, reflect_conv
+from brushwork.methods import microast
+
+CL = torch.channels_last
+
+
+def plain_reflect_conv(x, weight, bias, stride=1, groups=1):
+    padding = weight.shape[-1] // 2
+    return F.conv2d(F.pad(x, [padding] * 4, mode="reflect"), weight, bias, stride=stride, groups=groups)
+
+
+@pytest.mark.parametrize("kernel, stride, groups, channels", [
+    (3, 1, 1, (16, 16)), (3, 2, 16, (16, 32)), (9, 1, 1, (16, 3)), (9, 1, 1, (3, 16)), (1, 1, 1, (32, 32)),
+    (7, 1, 16, (16, 16)), (3, 2, 32, (32, 64))])
+@pytest.mark.parametrize("size", [(40, 52), (37, 29), (12, 100)])
+def test_reflect_conv_without_padded_copy_equals_the_padded_one(kernel, stride, groups, channels, size):
+    torch.manual_seed(0)
+    in_channels, out_channels = channels
+    x = torch.randn(1, in_channels, *size).contiguous(memory_format=CL)
+    weight = (torch.randn(out_channels, in_channels // groups, kernel, kernel) * 0.1).contiguous(memory_format=CL)
+    bias = torch.randn(out_channels)
+    with torch.inference_mode():
+        expected = plain_reflect_conv(x, weight, bias, stride, groups)
+        got = reflect_conv(x, weight, bias, stride=stride, groups=groups)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(reflect_conv(x, weight, bias, stride=stride, groups=groups, relu=True),
+                                   expected.relu(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+def test_reflect_conv_adds_a_residual_everywhere_including_the_borders(layout):
+    torch.manual_seed(1)
+    x = torch.randn(1, 8, 33, 30).contiguous(memory_format=layout)
+    weight = (torch.randn(8, 8, 3, 3) * 0.2).contiguous(memory_format=layout)
+    bias = torch.randn(8)
+    with torch.inference_mode():
+        expected = x + plain_reflect_conv(x, weight, bias)
+        torch.testing.assert_close(reflect_conv(x, weight, bias, residual=x), expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="either a residual or a ReLU"):
+        conv(x, weight, bias, padding=1, relu=True, residual=x)
+
+
+def test_exact_borders_only_touches_the_bands_the_fast_output_got_wrong():
+    x = torch.arange(20 * 24, dtype=torch.float32).reshape(1, 1, 20, 24)
+    out = torch.zeros_like(x)
+    exact_borders(out, x, lambda piece: piece + 1, wrong=2, reach=1)
+    assert torch.equal(out[..., :2, :], x[..., :2, :] + 1) and torch.equal(out[..., :, -2:], x[..., :, -2:] + 1)
+    assert out[..., 2:-2, 2:-2].abs().sum() == 0
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
+def test_an_upsampling_and_a_convolution_are_one_convolution_on_phases(mode):
+    torch.manual_seed(2)
+    weight = torch.randn(6, 4, 3, 3, dtype=torch.float64)
+    upsample = lambda x: F.interpolate(x, scale_factor=2, mode=mode)  # noqa: E731
+    op = lambda x: F.conv2d(upsample(x), weight, padding=1)  # noqa: E731
+    radius = 2 if mode == "bicubic" else 1
+    kernel = phase_kernel(op, 4, radius, like=torch.zeros((), dtype=torch.float64))
+    assert kernel.shape == (24, 4, 2 * radius + 1, 2 * radius + 1)
+    x = torch.randn(1, 4, 20, 18, dtype=torch.float64)
+    phases = F.pixel_shuffle(F.conv2d(x, kernel, padding=radius), 2)
+    inside = (..., slice(8, -8), slice(8, -8))  # away from the borders, where padding differs
+    torch.testing.assert_close(phases[inside], op(x)[inside], atol=1e-10, rtol=0)
+
+
+def test_grouped_weights_round_trip_and_refuse_weights_that_mix_groups():
+    weight = torch.randn(32, 2, 3, 3)
+    dense = block_diagonal(weight, 16)
+    assert dense.shape == (32, 32, 3, 3) and torch.equal(grouped(dense, 16), weight)
+    with pytest.raises(ValueError, match="mix channels"):
+        grouped(torch.randn(32, 32, 3, 3), 16)
+
+
+@pytest.mark.parametrize("size", [(5, 7), (13, 21), (40, 33)])
+def test_phase_head_equals_the_bilinear_head(official_model, size):
+    """In float32 the phase head is the plain head, borders and all (tiny maps take the plain layers)."""
+    torch.manual_seed(3)
+    head = copy.deepcopy(official_model.decoder.dec3).to(memory_format=CL)
+    phase = microast.PhaseHead(head, low_precision=None)
+    x = torch.randn(1, 64, *size).abs().contiguous(memory_format=CL)
+    with torch.inference_mode():
+        expected = official_model.decoder.dec3(x)
+        got = phase(x)
+    assert got.shape == expected.shape == (1, 3, 4 * size[0], 4 * size[1])
+    torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
+
+
+def test_filter_modulation_folded_into_the_weights_is_the_modulated_block(official_model):
+    torch.manual_seed(4)
+    block = official_model.decoder.dec1
+    fast = copy.deepcopy(block).to(memory_format=CL)
+    fast.conv1.pad_free = fast.conv2.pad_free = True
+    x = torch.randn(1, 64, 23, 31)
+    weight, bias = torch.rand(1, 64, 1, 1) + 0.5, torch.randn(1, 64, 1, 1) * 0.1
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x.contiguous(memory_format=CL), weight, bias), block(x, weight, bias),
+                                   atol=1e-4, rtol=1e-4)
