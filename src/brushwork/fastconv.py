@@ -15,14 +15,31 @@ Two ideas, both measured on the CPU (docs/BENCHMARKS.md):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from fractions import Fraction
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 Op = Callable[[torch.Tensor], torch.Tensor]
+
+#: Which sides (top, bottom, left, right) of the maps being computed are the image's own borders.
+_IMAGE_EDGES: contextvars.ContextVar[tuple[bool, bool, bool, bool]] = contextvars.ContextVar(
+    "image_edges", default=(True, True, True, True))
+
+
+@contextlib.contextmanager
+def image_edges(top: bool, bottom: bool, left: bool, right: bool) -> Iterator[None]:
+    """Within this block, :func:`exact_borders` fixes only the given sides: a tile's other sides lie inside
+    the image, in the margin that tiled inference throws away (:mod:`brushwork.tiling` says which are which)."""
+    token = _IMAGE_EDGES.set((top, bottom, left, right))
+    try:
+        yield
+    finally:
+        _IMAGE_EDGES.reset(token)
 
 
 def _fused_relu_available(x: torch.Tensor) -> bool:
@@ -81,10 +98,15 @@ def exact_borders(out: torch.Tensor, x: torch.Tensor, exact: Op, *, wrong: int, 
     left_cut = (width - rows) // multiple * multiple
     top, bottom = (..., slice(None, band), slice(None)), (..., slice(-band, None), slice(None))
     left, right = (..., slice(None), slice(None, band)), (..., slice(None), slice(-band, None))
-    out[top] = add(exact(x[..., :rows, :])[top], top)
-    out[bottom] = add(exact(x[..., top_cut:, :])[bottom], bottom)
-    out[left] = add(exact(x[..., :, :rows])[left], left)
-    out[right] = add(exact(x[..., :, left_cut:])[right], right)
+    fix_top, fix_bottom, fix_left, fix_right = _IMAGE_EDGES.get()
+    if fix_top:
+        out[top] = add(exact(x[..., :rows, :])[top], top)
+    if fix_bottom:
+        out[bottom] = add(exact(x[..., top_cut:, :])[bottom], bottom)
+    if fix_left:
+        out[left] = add(exact(x[..., :, :rows])[left], left)
+    if fix_right:
+        out[right] = add(exact(x[..., :, left_cut:])[right], right)
     return out
 
 

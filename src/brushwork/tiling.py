@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .errors import BrushworkError
+from .fastconv import image_edges
 
 #: A stage: a tile of its input (Nx C x h x w) to its output at ``scale`` times the resolution.
 Stage = Callable[[torch.Tensor], torch.Tensor]
@@ -82,8 +83,9 @@ def map_tiles(stage: Stage, source: torch.Tensor | Sequence[torch.Tensor], *, sc
     out_height, out_width = _scaled(height, scale), _scaled(width, scale)
     reached_height = reached_width = 0
     for piece in tiles(height, width, tile, halo, multiple):
-        result = stage(*(part[..., piece.cut_top:piece.cut_bottom, piece.cut_left:piece.cut_right]
-                         for part in sources))
+        with image_edges(piece.cut_top == 0, piece.cut_bottom == height, piece.cut_left == 0, piece.cut_right == width):
+            result = stage(*(part[..., piece.cut_top:piece.cut_bottom, piece.cut_left:piece.cut_right]
+                             for part in sources))
         if output is None:
             # in the stage's memory layout (channels-last on the fast path): no transposing copy per tile
             channels_last = result.dim() == 4 and not result.is_contiguous() and result.is_contiguous(
@@ -105,18 +107,27 @@ def map_tiles(stage: Stage, source: torch.Tensor | Sequence[torch.Tensor], *, sc
     return output[..., :reached_height, :reached_width]
 
 
-def map_statistics(features: torch.Tensor, rows: int = 64, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`brushwork.functional.mean_std` of a large map (any float dtype), a band of ``rows`` at a time in
-    float64, so that no full-size float32 copy is made."""
-    total = torch.zeros(features.shape[:2], dtype=torch.float64, device=features.device)
-    squares = torch.zeros_like(total)
-    for top in range(0, features.shape[-2], rows):
-        band = features[..., top:top + rows, :].double()
-        total += band.sum(dim=(2, 3))
-        squares += band.square().sum(dim=(2, 3))
-    count = features.shape[-2] * features.shape[-1]
-    mean = total / count
-    variance = (squares - total * mean) / max(count - 1, 1)
+def map_statistics(features: torch.Tensor, rows: int = 16, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`brushwork.functional.mean_std` of a large map (any float dtype, any layout) without a full-size
+    float32 copy: each band of ``rows`` rows gets its mean and sum of squared deviations in float32 (two passes
+    over a band small enough to stay in cache), and the bands are combined in float64 (Chan et al.'s pairwise
+    update), which keeps the variance exact to float32 rounding however large the map."""
+    batch, channels, height, width = features.shape
+    count = torch.zeros((), dtype=torch.float64, device=features.device)
+    mean = torch.zeros(batch, channels, dtype=torch.float64, device=features.device)
+    squares = torch.zeros_like(mean)
+    for top in range(0, height, rows):
+        band = features[..., top:top + rows, :].float()
+        values = band.permute(0, 2, 3, 1).reshape(batch, -1, channels)
+        band_count = values.shape[1]
+        band_mean = values.mean(dim=1)
+        band_squares = (values - band_mean[:, None]).square_().sum(dim=1)
+        delta = band_mean.double() - mean
+        total = count + band_count
+        mean = mean + delta * (band_count / total)
+        squares = squares + band_squares.double() + delta.square() * (count * band_count / total)
+        count = total
+    variance = squares / max(height * width - 1, 1)
     std = (variance.clamp(min=0) + eps).sqrt()
     return mean.float()[..., None, None], std.float()[..., None, None]
 
