@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from brushwork import fastconv
 from brushwork.fastconv import block_diagonal, conv, exact_borders, grouped, phase_kernel, reflect_conv
 from brushwork.methods import microast
+from brushwork.metrics import psnr
 
 CL = torch.channels_last
 
@@ -104,3 +106,20 @@ def test_filter_modulation_folded_into_the_weights_is_the_modulated_block(offici
     with torch.inference_mode():
         torch.testing.assert_close(fast(x.contiguous(memory_format=CL), weight, bias), block(x, weight, bias),
                                    atol=1e-4, rtol=1e-4)
+
+
+def test_fast_path_without_onednn_fusion_as_on_a_gpu_is_the_plain_network(official_model, monkeypatch):
+    """Where oneDNN's fused convolutions are missing (CUDA, other CPUs) the same code runs on plain conv2d;
+    without a lower precision it is the plain network to float32 rounding, whole and in tiles."""
+    monkeypatch.setattr(fastconv, "_fused_relu_available", lambda x: False)
+    monkeypatch.setattr(microast, "_can_fuse_relu", lambda device: False)
+    monkeypatch.setattr(microast, "_native_low_precision", lambda device: None)
+    fast = copy.deepcopy(official_model).fast()
+    assert fast.decoder.phase_head is not None and fast.decoder.dec2.compute_dtype is None
+    torch.manual_seed(5)
+    content, style = torch.rand(1, 3, 150, 206), torch.rand(1, 3, 96, 96)
+    with torch.inference_mode():
+        expected = official_model.stylize(content, [official_model.encode_style(style)])
+        signals = fast.encode_style(style)
+        torch.testing.assert_close(fast.stylize(content, [signals]), expected, atol=2e-4, rtol=1e-4)
+        assert psnr(fast.stylize(content, [signals], tile=64), expected) >= 55  # float16 maps between stages
