@@ -82,18 +82,33 @@ def test_grouped_weights_round_trip_and_refuse_weights_that_mix_groups():
         grouped(torch.randn(32, 32, 3, 3), 16)
 
 
+@pytest.fixture(scope="module")
+def tuned_model(weights_dir):
+    from brushwork import weights
+    return microast.load(weights.resolve("microast-cv-coco-wikiart", weights_dir))
+
+
 @pytest.mark.parametrize("size", [(5, 7), (13, 21), (40, 33)])
-def test_phase_head_equals_the_bilinear_head(official_model, size):
+@pytest.mark.parametrize("which", ["bilinear", "tuned"])
+def test_phase_head_equals_the_head_it_is_built_from(official_model, tuned_model, which, size):
     """In float32 the phase head is the plain head, borders and all (tiny maps take the plain layers)."""
     torch.manual_seed(3)
-    head = copy.deepcopy(official_model.decoder.dec3).to(memory_format=CL)
+    model = official_model if which == "bilinear" else tuned_model
+    assert model.decoder.head == which and microast.PhaseHead.fits(model.decoder.dec3)
+    head = copy.deepcopy(model.decoder.dec3).to(memory_format=CL)
     phase = microast.PhaseHead(head, low_precision=None)
     x = torch.randn(1, 64, *size).abs().contiguous(memory_format=CL)
     with torch.inference_mode():
-        expected = official_model.decoder.dec3(x)
+        expected = model.decoder.dec3(x)
         got = phase(x)
     assert got.shape == expected.shape == (1, 3, 4 * size[0], 4 * size[1])
     torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
+    # kernels as small as the layers allow: the 9x9 (15x15) convolution to RGB becomes a 5x5 (9x9) one
+    assert phase.layer1.shape[-1] == 5 if which == "bilinear" else phase.layer3.shape[-1] == 9
+
+
+def test_the_transposed_head_keeps_its_own_layers():
+    assert not microast.PhaseHead.fits(microast.transposed_head())
 
 
 def test_filter_modulation_folded_into_the_weights_is_the_modulated_block(official_model):

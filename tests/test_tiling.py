@@ -140,10 +140,10 @@ def test_fast_path_uses_bfloat16_only_where_the_cpu_has_it(official_model):
                        *(f"style_encoder.{block}.{conv}" for block in ("enc1.10", "enc2.0") for conv in ("conv1", "conv2"))}
         # the deep FilterMod block amplifies rounding and stays fp32; the shallow one and the head do not
         assert model.decoder.dec1.compute_dtype is None and model.decoder.dec2.compute_dtype == torch.bfloat16
-        assert model.decoder.phase_head.kernel3.dtype == torch.bfloat16
+        assert model.decoder.phase_head.layer1.dtype == torch.bfloat16
     else:
         assert low == set() and model.decoder.dec2.compute_dtype is None
-        assert model.decoder.phase_head.kernel3.dtype == torch.float32
+        assert model.decoder.phase_head.layer1.dtype == torch.float32
     assert model.decoder.phase_head.kernel1.shape == (128, 2, 3, 3)  # grouped, four phases per channel
     assert not any(key.startswith("decoder.phase_head") for key in model.state_dict())  # no new state
 

@@ -132,15 +132,21 @@ def reflect_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
                          multiple=stride, plus=residual)
 
 
-def phase_kernel(op: Op, in_channels: int, radius: int, *, like: torch.Tensor) -> torch.Tensor:
+def phase_kernel(op: Op, in_channels: int, radius: int | None, *, like: torch.Tensor) -> torch.Tensor:
     """The weights of the convolution on ``op``'s input grid that computes ``op``'s output as 2x2 phases.
 
     ``op`` is linear (no bias), maps ``in_channels`` channels on a grid to a map at twice its size (or, for a map
     already held as phases, ``pixel_unshuffle``-d output at the same size), and each output phase depends on
-    input pixels within ``radius``. It is probed with one impulse per input channel, far from the borders; the
-    result has shape (4 x out_channels) x in_channels x (2 radius + 1)^2, output channels in
-    ``pixel_shuffle``'s order. ``like``: dtype and device to probe in (float64 keeps the weights exact).
+    input pixels within ``radius`` (None: found, up to 8). It is probed with one impulse per input channel, far
+    from the borders; the result has shape (4 x out_channels) x in_channels x (2 radius + 1)^2, output channels
+    in ``pixel_shuffle``'s order. ``like``: dtype and device to probe in (float64 keeps the weights exact).
     """
+    if radius is None:
+        kernel = phase_kernel(op, in_channels, 8, like=like)
+        magnitude = kernel.abs().amax(dim=(0, 1))
+        used = (magnitude > 1e-12 * magnitude.max()).nonzero()
+        radius = int((used - 8).abs().max()) if len(used) else 0
+        return kernel[..., 8 - radius:9 + radius, 8 - radius:9 + radius].contiguous()
     size = 2 * radius + 9
     centre = size // 2
     probe = torch.zeros(in_channels, in_channels, size, size, dtype=like.dtype, device=like.device)

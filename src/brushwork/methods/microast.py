@@ -240,69 +240,93 @@ def transposed_head() -> nn.Sequential:
 
 
 class PhaseHead(nn.Module):
-    """The bilinear head, computed on the low-resolution grids (fast path; same output as the head it is built
+    """A decoder head computed on the low-resolution grids (fast path; same output as the head it is built
     from, see :mod:`brushwork.fastconv`).
 
     Each "upsample x2, grouped 3x3 convolution" pair becomes one convolution producing the four phases of its
-    output, so neither upsampled map is made; the full-resolution 16-channel maps stay on the half-resolution
-    grid as phases, where the 1x1 convolution is block-diagonal and the final 9x9 convolution a 5x5 one. Borders
-    are recomputed exactly with the plain layers (:func:`~brushwork.fastconv.exact_borders`).
+    output, so neither upsampled map is made; the full-resolution maps stay on the half-resolution grid as
+    phases, where every later convolution is one with a kernel half as wide (a 1x1 one is block-diagonal; the
+    bilinear head's 9x9 becomes a 5x5, the tuned head's 15x15 a 9x9). Borders are recomputed exactly with the
+    plain layers (:func:`~brushwork.fastconv.exact_borders`). For the bilinear and tuned heads (:meth:`fits`).
     """
 
     def __init__(self, head: nn.Sequential, low_precision: torch.dtype | None = None):
         super().__init__()
-        up1, conv1, _, pointwise1, _, up2, conv2, _, pointwise2, _, last = head
-        self.plain = [up1, conv1, pointwise1, up2, conv2, pointwise2, last]  # not registered: no new state
+        up1, conv1, _, pointwise1, _, up2, conv2, _, *rest = head
+        layers = [(layer, index + 1 < len(rest) and isinstance(rest[index + 1], nn.ReLU))
+                  for index, layer in enumerate(rest) if isinstance(layer, ReflectConv)]
+        #: The plain layers, for the borders (not registered: no new state).
+        self.plain = {"up1": up1, "conv1": conv1, "up2": up2, "conv2": conv2, "layers": layers}
         probe = torch.zeros((), dtype=torch.float64, device=next(head.parameters()).device)
-        shuffled = lambda layer: (lambda x: F.pixel_unshuffle(_plain(layer, bias=False)(F.pixel_shuffle(x, 2)), 2))
-        #: The dtype of the full-resolution stages (the 16-channel maps and the convolution to RGB).
+        #: The dtype of everything after the FilterMod blocks.
         self.late = low_precision or torch.float32
 
-        def weights(op, in_channels, radius, groups=1, dtype=torch.float32):
-            kernel = phase_kernel(op, in_channels, radius, like=probe)
+        def weights(op, in_channels, groups=1):
+            kernel = phase_kernel(op, in_channels, None, like=probe)
             kernel = grouped(kernel, groups) if groups > 1 else kernel
-            return kernel.to(dtype).contiguous(memory_format=torch.channels_last)
+            return kernel.to(self.late).contiguous(memory_format=torch.channels_last)
 
-        def bias(layer, dtype=torch.float32):
-            return layer.conv_layer.bias.repeat_interleave(4).to(dtype)
+        def bias(layer, phases=4):
+            return layer.conv_layer.bias.repeat_interleave(phases).to(self.late)
 
+        upsampled = lambda up, layer: (lambda x: _plain(layer, bias=False)(up(x)))  # noqa: E731
+        on_phases = lambda layer: (  # noqa: E731
+            lambda x: F.pixel_unshuffle(_plain(layer, bias=False)(F.pixel_shuffle(x, 2)), 2))
         buffers = {
-            "kernel1": weights(lambda x: _plain(conv1, bias=False)(up1(x)), 64, 1, conv1.conv_layer.groups,
-                               self.late),
-            "bias1": bias(conv1, self.late),
+            "kernel1": weights(upsampled(up1, conv1), conv1.conv_layer.in_channels, conv1.conv_layer.groups),
+            "bias1": bias(conv1),
             "pointwise1": pointwise1.conv_layer.weight.to(self.late).contiguous(memory_format=torch.channels_last),
-            "pointwise1_bias": pointwise1.conv_layer.bias.to(self.late),
-            "kernel2": weights(lambda x: _plain(conv2, bias=False)(up2(x)), 32, 1, conv2.conv_layer.groups,
-                               self.late),
-            "bias2": bias(conv2, self.late),
-            "pointwise": weights(shuffled(pointwise2), 64, 0, 1, self.late),
-            "pointwise_bias": bias(pointwise2, self.late),
-            "kernel3": weights(shuffled(last), 64, 2, 1, self.late),
-            "bias3": bias(last, self.late),
+            "pointwise1_bias": bias(pointwise1, 1),
+            "kernel2": weights(upsampled(up2, conv2), conv2.conv_layer.in_channels, conv2.conv_layer.groups),
+            "bias2": bias(conv2),
         }
+        for index, (layer, _) in enumerate(layers):
+            groups = layer.conv_layer.groups
+            buffers[f"layer{index}"] = weights(on_phases(layer), 4 * layer.conv_layer.in_channels, groups)
+            buffers[f"layer{index}_bias"] = bias(layer)
         for name, value in buffers.items():
             self.register_buffer(name, value, persistent=False)
-        self.groups = (conv1.conv_layer.groups, conv2.conv_layer.groups)
+
+    @staticmethod
+    def fits(head: nn.Sequential) -> bool:
+        """Whether ``head`` is upsample, conv, ReLU, 1x1 conv, ReLU, upsample, conv, ReLU, then stride-1
+        convolutions and ReLUs (the bilinear and tuned heads; not the transposed one)."""
+        layers = list(head)
+        upsamplings = [layers[index] for index in (0, 5)] if len(layers) > 8 else []
+        return (len(upsamplings) == 2
+                and all(isinstance(up, nn.Upsample) and up.scale_factor == 2 for up in upsamplings)
+                and all(isinstance(layer, (ReflectConv, nn.ReLU)) for index, layer in enumerate(layers)
+                        if index not in (0, 5))
+                and all(layer.conv_layer.stride == (1, 1) for layer in layers if isinstance(layer, ReflectConv)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up1, conv1, pointwise1, up2, conv2, _, last = self.plain
-        relu = lambda layer: (lambda piece: F.relu(_plain(layer)(piece)))
-        phases = lambda op: (lambda piece: F.pixel_unshuffle(op(piece), 2))
-        late = self.late
+        plain, late = self.plain, self.late
+        relu = lambda layer: (lambda piece: F.relu(_plain(layer)(piece)))  # noqa: E731
+        phases = lambda op: (lambda piece: F.pixel_unshuffle(op(piece), 2).to(late))  # noqa: E731
         # quarter -> half resolution (as phases on the quarter grid, then shuffled), 1x1 convolution
-        half = conv(x, self.kernel1, self.bias1, padding=1, groups=self.groups[0], relu=True)
-        exact_borders(half, x, phases(lambda piece: relu(conv1)(up1(piece)).to(late)), wrong=1, reach=2)
+        half = self._phase_conv(x, self.kernel1, self.bias1, plain["conv1"].conv_layer.groups, True,
+                                phases(lambda piece: relu(plain["conv1"])(plain["up1"](piece))))
         half = F.pixel_shuffle(half, 2).contiguous(memory_format=torch.channels_last)
         half = conv(half, self.pointwise1, self.pointwise1_bias, relu=True)
         # half -> full resolution, kept as phases on the half grid
-        full = conv(half, self.kernel2, self.bias2, padding=1, groups=self.groups[1], relu=True)
-        exact_borders(full, half, phases(lambda piece: relu(conv2)(up2(piece)).to(late)), wrong=1, reach=2)
-        full = conv(full, self.pointwise, self.pointwise_bias, relu=True)
-        # the 9x9 convolution to RGB, as a 5x5 one on the phases
-        rgb = conv(full, self.kernel3, self.bias3, padding=2)
-        exact_borders(rgb, full, lambda piece: F.pixel_unshuffle(
-            _plain(last)(F.pixel_shuffle(piece.float(), 2)), 2).to(late), wrong=2, reach=3)
-        return _shuffled_image(rgb)
+        full = self._phase_conv(half, self.kernel2, self.bias2, plain["conv2"].conv_layer.groups, True,
+                                phases(lambda piece: relu(plain["conv2"])(plain["up2"](piece.float()))))
+        # the full-resolution layers, on the phases
+        for index, (layer, then_relu) in enumerate(plain["layers"]):
+            exact = (lambda layer, then_relu: phases(lambda piece: (relu(layer) if then_relu else _plain(layer))(
+                F.pixel_shuffle(piece.float(), 2))))(layer, then_relu)
+            full = self._phase_conv(full, getattr(self, f"layer{index}"), getattr(self, f"layer{index}_bias"),
+                                    layer.conv_layer.groups, then_relu, exact)
+        return _shuffled_image(full)
+
+    @staticmethod
+    def _phase_conv(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor, groups: int, relu: bool,
+                    exact: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        radius = kernel.shape[-1] // 2
+        out = conv(x, kernel, bias, padding=radius, groups=groups, relu=relu)
+        if radius == 0:
+            return out
+        return exact_borders(out, x, exact, wrong=radius, reach=radius + 1)
 
 
 def _shuffled_image(phases: torch.Tensor) -> torch.Tensor:
@@ -427,7 +451,7 @@ class MicroAST(nn.Module):
         self.to(memory_format=torch.channels_last)
         self.memory_format = torch.channels_last
         dtype = _native_low_precision(device)
-        if self.decoder.head == "bilinear":
+        if PhaseHead.fits(self.decoder.dec3):
             self.decoder.phase_head = PhaseHead(self.decoder.dec3, dtype)
         if _can_fuse_relu(device):
             self._fuse_relus()
