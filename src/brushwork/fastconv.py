@@ -137,21 +137,30 @@ def phase_kernel(op: Op, in_channels: int, radius: int | None, *, like: torch.Te
 
     ``op`` is linear (no bias), maps ``in_channels`` channels on a grid to a map at twice its size (or, for a map
     already held as phases, ``pixel_unshuffle``-d output at the same size), and each output phase depends on
-    input pixels within ``radius`` (None: found, up to 8). It is probed with one impulse per input channel, far
+    input pixels within ``radius`` (None: the smallest that holds it, up to 7). It is probed with one impulse per input channel, far
     from the borders; the result has shape (4 x out_channels) x in_channels x (2 radius + 1)^2, output channels
-    in ``pixel_shuffle``'s order. ``like``: dtype and device to probe in (float64 keeps the weights exact).
+    in ``pixel_shuffle``'s order. ``like``: dtype and device to probe in (the probes' zeros stay exact zeros
+    in any precision, so the kernel's shape is exact; its values are sums of a few products, to the dtype's rounding).
     """
-    if radius is None:
-        kernel = phase_kernel(op, in_channels, 8, like=like)
-        magnitude = kernel.abs().amax(dim=(0, 1))
-        used = (magnitude > 1e-12 * magnitude.max()).nonzero()
-        radius = int((used - 8).abs().max()) if len(used) else 0
-        return kernel[..., 8 - radius:9 + radius, 8 - radius:9 + radius].contiguous()
+    if radius is None:  # the smallest that holds the whole kernel: trim what a generous probe finds
+        for generous in (2, 4, 8):
+            kernel = phase_kernel(op, in_channels, generous, like=like)
+            magnitude = kernel.abs().amax(dim=(0, 1))
+            used = (magnitude > torch.finfo(kernel.dtype).eps * magnitude.max()).nonzero()
+            radius = int((used - generous).abs().max()) if len(used) else 0
+            if radius < generous:
+                return kernel[..., generous - radius:generous + radius + 1,
+                              generous - radius:generous + radius + 1].contiguous()
+        raise ValueError("the layers reach further than 7 pixels of the low-resolution grid")
     size = 2 * radius + 9
     centre = size // 2
-    probe = torch.zeros(in_channels, in_channels, size, size, dtype=like.dtype, device=like.device)
-    probe[torch.arange(in_channels), torch.arange(in_channels), centre, centre] = 1
-    response = op(probe)
+    responses = []
+    for start in range(0, in_channels, 16):  # a few impulses at a time: bounded memory
+        channels = torch.arange(start, min(start + 16, in_channels))
+        probe = torch.zeros(len(channels), in_channels, size, size, dtype=like.dtype, device=like.device)
+        probe[torch.arange(len(channels)), channels, centre, centre] = 1
+        responses.append(op(probe))
+    response = torch.cat(responses)
     if response.shape[-1] == 2 * size:
         response = F.pixel_unshuffle(response, 2)
     # y[Y] = sum_k K[k] x[Y + k - radius] and x is an impulse at the centre, so K[k] = y[centre + radius - k].

@@ -257,7 +257,7 @@ class PhaseHead(nn.Module):
                   for index, layer in enumerate(rest) if isinstance(layer, ReflectConv)]
         #: The plain layers, for the borders (not registered: no new state).
         self.plain = {"up1": up1, "conv1": conv1, "up2": up2, "conv2": conv2, "layers": layers}
-        probe = torch.zeros((), dtype=torch.float64, device=next(head.parameters()).device)
+        probe = torch.zeros((), dtype=torch.float32, device=next(head.parameters()).device)
         #: The dtype of everything after the FilterMod blocks.
         self.late = low_precision or torch.float32
 
