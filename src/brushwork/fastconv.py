@@ -168,18 +168,6 @@ def phase_kernel(op: Op, in_channels: int, radius: int | None, *, like: torch.Te
     return window.flip(-1, -2).transpose(0, 1).contiguous()
 
 
-def block_diagonal(weight: torch.Tensor, groups: int) -> torch.Tensor:
-    """The dense weights of a grouped convolution (zeros between the groups): oneDNN runs a dense convolution
-    with few channels per group several times faster than the grouped one."""
-    out_channels, per_group = weight.shape[:2]
-    dense = weight.new_zeros(out_channels, per_group * groups, *weight.shape[2:])
-    out_per_group = out_channels // groups
-    for group in range(groups):
-        rows = slice(group * out_per_group, (group + 1) * out_per_group)
-        dense[rows, group * per_group:(group + 1) * per_group] = weight[rows]
-    return dense
-
-
 def grouped(dense: torch.Tensor, groups: int) -> torch.Tensor:
     """The weights of a grouped convolution from dense ones that are zero between the groups (checked): oneDNN
     runs the grouped one faster when each group has a few channels in and several out."""
