@@ -129,7 +129,6 @@ def test_fast_path_without_onednn_fusion_as_on_a_gpu_is_the_plain_network(offici
     """Where oneDNN's fused convolutions are missing (CUDA, other CPUs) the same code runs on plain conv2d;
     without a lower precision it is the plain network to float32 rounding, whole and in tiles."""
     monkeypatch.setattr(fastconv, "_fused_relu_available", lambda x: False)
-    monkeypatch.setattr(microast, "_can_fuse_relu", lambda device: False)
     monkeypatch.setattr(microast, "_native_low_precision", lambda device: None)
     fast = copy.deepcopy(official_model).fast()
     assert fast.decoder.phase_head is not None and fast.decoder.dec2.compute_dtype is None

@@ -46,7 +46,8 @@ class ReflectConv(nn.Module):
         self.conv_layer = nn.Conv2d(in_channels, out_channels, kernel_size, stride, groups=groups)
         #: When set (see :meth:`compute_in`), the convolution runs in this dtype and returns the input's.
         self.compute_dtype: torch.dtype | None = None
-        #: The ReLU that follows is done by oneDNN inside the convolution (CPU fast path, :meth:`MicroAST.fast`).
+        #: The ReLU that follows is done here (fast path, :meth:`MicroAST.fast`: fused into oneDNN's convolution
+        #: on the CPU).
         self.fused_relu = False
         #: Zero padding inside the convolution and exact borders from strips instead of a padded copy (fast path).
         self.pad_free = False
@@ -66,11 +67,8 @@ class ReflectConv(nn.Module):
             x = x.to(self.compute_dtype)
         if self.padding:
             x = F.pad(x, [self.padding] * 4, mode="reflect")
-        if self.fused_relu:
-            conv = self.conv_layer
-            return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, [0, 0], list(conv.stride), [1, 1],
-                                                           conv.groups, "relu", [], "").to(given)
-        return self.conv_layer(x).to(given)
+        out = self.conv_layer(x)
+        return (F.relu(out) if self.fused_relu else out).to(given)
 
 
 class ResidualBlock(nn.Module):
@@ -82,12 +80,9 @@ class ResidualBlock(nn.Module):
         self.conv2 = ReflectConv(channels, channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conv1.pad_free:  # fast path: hidden map in the convolutions' dtype, residual added by oneDNN
+        if self.conv1.pad_free:
             first, second = self.conv1.conv_layer, self.conv2.conv_layer
-            hidden = reflect_conv(x, first.weight, first.bias, relu=True)
-            if second.weight.dtype != x.dtype:
-                return x + reflect_conv(hidden, second.weight, second.bias).to(x.dtype)
-            return reflect_conv(hidden, second.weight, second.bias, residual=x)
+            return _fast_residual(x, (first.weight, first.bias), (second.weight, second.bias))
         hidden = self.conv1(x)
         return x + self.conv2(hidden if self.conv1.fused_relu else F.relu(hidden))
 
@@ -106,14 +101,10 @@ class ModulatedResidualBlock(ResidualBlock):
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if self.conv1.pad_free and weight.shape[0] == 1:  # fast path: the modulation folded into the weights
-            first = self._folded(self.conv1.conv_layer, weight, bias, x)
-            second = self._folded(self.conv2.conv_layer, weight, bias, x)
-            if self.compute_dtype is None:
-                hidden = reflect_conv(x, *first, relu=True)
-                return reflect_conv(hidden, *second, residual=x)
-            low = self.compute_dtype
-            hidden = reflect_conv(x, *(value.to(low) for value in first), relu=True)
-            return x + reflect_conv(hidden, *(value.to(low) for value in second)).to(x.dtype)
+            dtype = self.compute_dtype or x.dtype
+            first, second = (tuple(value.to(dtype) for value in self._folded(layer.conv_layer, weight, bias, x))
+                             for layer in (self.conv1, self.conv2))
+            return _fast_residual(x, first, second)
         hidden = F.relu(weight * self.conv1(x) + bias * x)
         return x + weight * self.conv2(hidden) + bias * hidden
 
@@ -127,6 +118,17 @@ class ModulatedResidualBlock(ResidualBlock):
         channels = torch.arange(folded.shape[0], device=folded.device)
         folded[channels, channels, centre, centre] += shift
         return folded.contiguous(memory_format=_layout_of(like)), conv.bias * scale.reshape(-1)
+
+
+def _fast_residual(x: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor],
+                   second: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``x + conv2(relu(conv1(x)))`` of two reflection-padded 3x3 convolutions given as (weight, bias), without
+    padding copies: the hidden map in the weights' dtype, the residual stream in ``x``'s (added by oneDNN when
+    the two agree)."""
+    hidden = reflect_conv(x, *first, relu=True)
+    if second[0].dtype != x.dtype:
+        return x + reflect_conv(hidden, *second).to(x.dtype)
+    return reflect_conv(hidden, *second, residual=x)
 
 
 class MicroEncoder(nn.Module):
@@ -453,8 +455,7 @@ class MicroAST(nn.Module):
         dtype = _native_low_precision(device)
         if PhaseHead.fits(self.decoder.dec3):
             self.decoder.phase_head = PhaseHead(self.decoder.dec3, dtype)
-        if _can_fuse_relu(device):
-            self._fuse_relus()
+        self._fuse_relus()
         for module in self.modules():
             if isinstance(module, ReflectConv):
                 module.pad_free = True
@@ -571,12 +572,6 @@ def paint_in_tiles(padded: torch.Tensor, tile: int, *, encode: Callable, first_h
                              "with --max-memory none")
     return map_tiles(lambda piece: second_half(piece.float(), own), hidden, scale=SIZE_MULTIPLE, tile=quarter,
                      halo=second_halo, progress=progress)
-
-
-def _can_fuse_relu(device: torch.device) -> bool:
-    """Whether oneDNN's convolution with a fused ReLU is there (CPU builds with oneDNN)."""
-    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
 
 
 def _native_low_precision(device: torch.device) -> torch.dtype | None:
