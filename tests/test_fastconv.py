@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from brushwork import fastconv
-from brushwork.fastconv import conv, exact_borders, grouped, phase_kernel, reflect_conv
+from brushwork.fastconv import conv, dense_of, exact_borders, grouped, phase_kernel, reflect_conv, regrouped
 from brushwork.methods import microast
 from brushwork.metrics import psnr
 
@@ -82,6 +82,25 @@ def test_grouped_weights_round_trip_and_refuse_weights_that_mix_groups():
     assert dense.shape == (32, 32, 3, 3) and torch.equal(grouped(dense, 16), weight)
     with pytest.raises(ValueError, match="mix channels"):
         grouped(torch.randn(32, 32, 3, 3), 16)
+
+
+@pytest.mark.parametrize("in_channels, out_channels, groups, merged", [
+    (16, 32, 16, 4),   # the encoders' depthwise 3x3 with two outputs per channel: 4 groups of 4 -> 8
+    (32, 64, 32, 8),
+    (64, 128, 32, 16),  # the head's phase convolution, 2 -> 4 channels a group
+    (6, 12, 6, 2),     # 4 does not divide the groups: 3 at a time
+    (32, 32, 32, 32),  # depthwise, one output per channel: oneDNN's own kernels, unchanged
+    (64, 64, 16, 16),  # already 4 inputs a group
+])
+def test_regrouped_weights_compute_the_same_convolution(in_channels, out_channels, groups, merged):
+    torch.manual_seed(6)
+    weight = torch.randn(out_channels, in_channels // groups, 3, 3, dtype=torch.float64)
+    new_weight, new_groups = regrouped(weight, groups)
+    assert new_groups == merged and new_weight.shape == (out_channels, in_channels // merged, 3, 3)
+    x = torch.randn(1, in_channels, 13, 11, dtype=torch.float64)
+    torch.testing.assert_close(F.conv2d(x, new_weight, padding=1, stride=2, groups=new_groups),
+                               F.conv2d(x, weight, padding=1, stride=2, groups=groups), atol=1e-12, rtol=0)
+    assert torch.equal(grouped(dense_of(weight, groups), groups), weight)
 
 
 @pytest.fixture(scope="module")

@@ -144,7 +144,9 @@ def test_fast_path_uses_bfloat16_only_where_the_cpu_has_it(official_model):
     else:
         assert low == set() and model.decoder.dec2.compute_dtype is None
         assert model.decoder.phase_head.layer1.dtype == torch.float32
-    assert model.decoder.phase_head.kernel1.shape == (128, 2, 3, 3)  # grouped, four phases per channel
+    # grouped: four phases per channel, two channels per group merged into groups of four (fastconv.regrouped)
+    assert model.decoder.phase_head.kernel1.shape == (128, 4, 3, 3)
+    assert model.decoder.phase_head.groups["kernel1"] == 16
     assert not any(key.startswith("decoder.phase_head") for key in model.state_dict())  # no new state
 
 

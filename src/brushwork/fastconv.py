@@ -170,7 +170,7 @@ def phase_kernel(op: Op, in_channels: int, radius: int | None, *, like: torch.Te
 
 def grouped(dense: torch.Tensor, groups: int) -> torch.Tensor:
     """The weights of a grouped convolution from dense ones that are zero between the groups (checked): oneDNN
-    runs the grouped one faster when each group has a few channels in and several out."""
+    runs the grouped one faster when each group has a few channels in and several out (see :func:`regrouped`)."""
     out_channels, in_channels = dense.shape[:2]
     out_per_group, in_per_group = out_channels // groups, in_channels // groups
     blocks = dense.reshape(groups, out_per_group, groups, in_per_group, *dense.shape[2:])
@@ -181,3 +181,33 @@ def grouped(dense: torch.Tensor, groups: int) -> torch.Tensor:
     if between.abs().max() > 1e-6 * own.abs().max():
         raise ValueError("these weights mix channels of different groups")
     return own.reshape(out_channels, in_per_group, *dense.shape[2:])
+
+
+def dense_of(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The dense weights (zero between the groups) of a grouped convolution's."""
+    out_channels, in_per_group = weight.shape[:2]
+    out_per_group = out_channels // groups
+    dense = weight.new_zeros(out_channels, in_per_group * groups, *weight.shape[2:])
+    for group in range(groups):
+        dense[group * out_per_group:(group + 1) * out_per_group,
+              group * in_per_group:(group + 1) * in_per_group] = weight[group * out_per_group:(group + 1) * out_per_group]
+    return dense
+
+
+#: Input channels per group below which oneDNN's grouped convolutions are slow on the CPU: a depthwise 3x3 with
+#: two outputs per channel (16 -> 32, stride 2) ran 1.3x faster as 4 groups of 4 -> 8 with zeros, the head's
+#: phase convolutions (2 -> 4 channels a group) 1.3-1.6x faster with 4 inputs a group (docs/BENCHMARKS.md).
+MIN_CHANNELS_PER_GROUP = 4
+
+
+def regrouped(weight: torch.Tensor, groups: int) -> tuple[torch.Tensor, int]:
+    """The same convolution with fewer, larger groups (zeros between the old ones) where its groups have fewer
+    than :data:`MIN_CHANNELS_PER_GROUP` input channels: (weights, groups). Depthwise convolutions with one
+    output per channel, which oneDNN has its own fast kernels for, stay as they are."""
+    out_channels, in_per_group = weight.shape[:2]
+    if groups == 1 or in_per_group >= MIN_CHANNELS_PER_GROUP or out_channels == groups:
+        return weight, groups
+    merge = MIN_CHANNELS_PER_GROUP // in_per_group
+    while groups % merge:
+        merge -= 1
+    return grouped(dense_of(weight, groups), groups // merge), groups // merge

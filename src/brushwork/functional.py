@@ -52,7 +52,8 @@ def adaptive_instance_norm(features: torch.Tensor, mean: torch.Tensor, std: torc
     """
     own_mean, own_std = own if own is not None else mean_std(features)
     scale = std / own_std
-    return (features * scale.to(features.dtype) + (mean - own_mean * scale).to(features.dtype))
+    # one pass (a multiplication, then an addition, make two)
+    return torch.addcmul((mean - own_mean * scale).to(features.dtype), features, scale.to(features.dtype))
 
 
 def blend(values: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:

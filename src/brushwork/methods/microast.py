@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import BrushworkError, WeightsError
 from ..weights import read_state_dict
-from ..fastconv import conv, exact_borders, grouped, phase_kernel, reflect_conv
+from ..fastconv import conv, exact_borders, grouped, phase_kernel, reflect_conv, regrouped
 from ..functional import adaptive_instance_norm, blend, mean_std, normalize_weights
 from ..tiling import count_tiles, map_statistics, map_tiles, tile_for_budget
 
@@ -49,19 +49,28 @@ class ReflectConv(nn.Module):
         #: The ReLU that follows is done here (fast path, :meth:`MicroAST.fast`: fused into oneDNN's convolution
         #: on the CPU).
         self.fused_relu = False
-        #: Zero padding inside the convolution and exact borders from strips instead of a padded copy (fast path).
+        #: Zero padding inside the convolution and exact borders from strips instead of a padded copy, with the
+        #: groups :func:`~brushwork.fastconv.regrouped` (fast path, :meth:`go_pad_free`).
         self.pad_free = False
+        self.fast_groups = groups
 
     def compute_in(self, dtype: torch.dtype) -> None:
         """Run this convolution in a lower precision (its weights are converted; input and output keep theirs)."""
         self.compute_dtype = dtype
         self.conv_layer.to(dtype)
 
+    def go_pad_free(self) -> None:
+        """The fast path's convolution: no padded copy (see :func:`~brushwork.fastconv.reflect_conv`), and small
+        groups merged into larger ones where oneDNN runs those faster. Call after :meth:`compute_in`."""
+        weight, self.fast_groups = regrouped(self.conv_layer.weight, self.conv_layer.groups)
+        self.register_buffer("fast_weight", weight.contiguous(memory_format=torch.channels_last), persistent=False)
+        self.pad_free = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         given = x.dtype
         if self.pad_free:
             conv = self.conv_layer
-            return reflect_conv(x, conv.weight, conv.bias, stride=conv.stride[0], groups=conv.groups,
+            return reflect_conv(x, self.fast_weight, conv.bias, stride=conv.stride[0], groups=self.fast_groups,
                                 relu=self.fused_relu).to(given)
         if self.compute_dtype is not None:
             x = x.to(self.compute_dtype)
@@ -263,9 +272,12 @@ class PhaseHead(nn.Module):
         #: The dtype of everything after the FilterMod blocks.
         self.late = low_precision or torch.float32
 
-        def weights(op, in_channels, groups=1):
+        #: The groups of each phase convolution (merged where that is faster, see fastconv.regrouped).
+        self.groups: dict[str, int] = {}
+
+        def weights(name, op, in_channels, groups=1):
             kernel = phase_kernel(op, in_channels, None, like=probe)
-            kernel = grouped(kernel, groups) if groups > 1 else kernel
+            kernel, self.groups[name] = regrouped(grouped(kernel, groups), groups) if groups > 1 else (kernel, 1)
             return kernel.to(self.late).contiguous(memory_format=torch.channels_last)
 
         def bias(layer, phases=4):
@@ -275,16 +287,19 @@ class PhaseHead(nn.Module):
         on_phases = lambda layer: (  # noqa: E731
             lambda x: F.pixel_unshuffle(_plain(layer, bias=False)(F.pixel_shuffle(x, 2)), 2))
         buffers = {
-            "kernel1": weights(upsampled(up1, conv1), conv1.conv_layer.in_channels, conv1.conv_layer.groups),
+            "kernel1": weights("kernel1", upsampled(up1, conv1), conv1.conv_layer.in_channels,
+                               conv1.conv_layer.groups),
             "bias1": bias(conv1),
             "pointwise1": pointwise1.conv_layer.weight.to(self.late).contiguous(memory_format=torch.channels_last),
             "pointwise1_bias": bias(pointwise1, 1),
-            "kernel2": weights(upsampled(up2, conv2), conv2.conv_layer.in_channels, conv2.conv_layer.groups),
+            "kernel2": weights("kernel2", upsampled(up2, conv2), conv2.conv_layer.in_channels,
+                               conv2.conv_layer.groups),
             "bias2": bias(conv2),
         }
         for index, (layer, _) in enumerate(layers):
             groups = layer.conv_layer.groups
-            buffers[f"layer{index}"] = weights(on_phases(layer), 4 * layer.conv_layer.in_channels, groups)
+            buffers[f"layer{index}"] = weights(f"layer{index}", on_phases(layer), 4 * layer.conv_layer.in_channels,
+                                               groups)
             buffers[f"layer{index}_bias"] = bias(layer)
         for name, value in buffers.items():
             self.register_buffer(name, value, persistent=False)
@@ -306,19 +321,19 @@ class PhaseHead(nn.Module):
         relu = lambda layer: (lambda piece: F.relu(_plain(layer)(piece)))  # noqa: E731
         phases = lambda op: (lambda piece: F.pixel_unshuffle(op(piece), 2).to(late))  # noqa: E731
         # quarter -> half resolution (as phases on the quarter grid, then shuffled), 1x1 convolution
-        half = self._phase_conv(x, self.kernel1, self.bias1, plain["conv1"].conv_layer.groups, True,
+        half = self._phase_conv(x, self.kernel1, self.bias1, self.groups["kernel1"], True,
                                 phases(lambda piece: relu(plain["conv1"])(plain["up1"](piece))))
         half = F.pixel_shuffle(half, 2).contiguous(memory_format=torch.channels_last)
         half = conv(half, self.pointwise1, self.pointwise1_bias, relu=True)
         # half -> full resolution, kept as phases on the half grid
-        full = self._phase_conv(half, self.kernel2, self.bias2, plain["conv2"].conv_layer.groups, True,
+        full = self._phase_conv(half, self.kernel2, self.bias2, self.groups["kernel2"], True,
                                 phases(lambda piece: relu(plain["conv2"])(plain["up2"](piece.float()))))
         # the full-resolution layers, on the phases
         for index, (layer, then_relu) in enumerate(plain["layers"]):
             exact = (lambda layer, then_relu: phases(lambda piece: (relu(layer) if then_relu else _plain(layer))(
                 F.pixel_shuffle(piece.float(), 2))))(layer, then_relu)
             full = self._phase_conv(full, getattr(self, f"layer{index}"), getattr(self, f"layer{index}_bias"),
-                                    layer.conv_layer.groups, then_relu, exact)
+                                    self.groups[f"layer{index}"], then_relu, exact)
         return _shuffled_image(full)
 
     @staticmethod
@@ -456,9 +471,6 @@ class MicroAST(nn.Module):
         if PhaseHead.fits(self.decoder.dec3):
             self.decoder.phase_head = PhaseHead(self.decoder.dec3, dtype)
         self._fuse_relus()
-        for module in self.modules():
-            if isinstance(module, ReflectConv):
-                module.pad_free = True
         if dtype is not None:
             # Measured against fp32 on evaluation pairs (official weights, 512 px): in bfloat16 the encoder's last
             # convolution costs about 6 dB, each other one about 1.5 dB; the deep FilterMod block about 9 dB, the
@@ -475,6 +487,9 @@ class MicroAST(nn.Module):
             last = self.decoder.dec3[-1]
             if isinstance(last, ReflectConv) and self.decoder.phase_head is None:
                 last.compute_in(dtype)
+        for module in self.modules():
+            if isinstance(module, ReflectConv):
+                module.go_pad_free()
         return self
 
     def _fuse_relus(self) -> None:
