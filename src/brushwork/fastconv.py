@@ -99,14 +99,20 @@ def exact_borders(out: torch.Tensor, x: torch.Tensor, exact: Op, *, wrong: int, 
     top, bottom = (..., slice(None, band), slice(None)), (..., slice(-band, None), slice(None))
     left, right = (..., slice(None), slice(None, band)), (..., slice(None), slice(-band, None))
     fix_top, fix_bottom, fix_left, fix_right = _IMAGE_EDGES.get()
-    if fix_top:
-        out[top] = add(exact(x[..., :rows, :])[top], top)
-    if fix_bottom:
-        out[bottom] = add(exact(x[..., top_cut:, :])[bottom], bottom)
-    if fix_left:
-        out[left] = add(exact(x[..., :, :rows])[left], left)
-    if fix_right:
-        out[right] = add(exact(x[..., :, left_cut:])[right], right)
+    # opposite sides as one batch of two strips of the same size (half the calls), where both are fixed
+    for fix_first, fix_second, first, second, cut, size in (
+            (fix_top, fix_bottom, top, bottom, top_cut, height), (fix_left, fix_right, left, right, left_cut, width)):
+        strip = (lambda start, stop: (..., slice(start, stop), slice(None))) if first is top else \
+            (lambda start, stop: (..., slice(None), slice(start, stop)))
+        if fix_first and fix_second:
+            both = exact(torch.cat([x[strip(0, size - cut)], x[strip(cut, None)]]))
+            count = x.shape[0]
+            out[first] = add(both[:count][first], first)
+            out[second] = add(both[count:][second], second)
+        elif fix_first:
+            out[first] = add(exact(x[strip(0, rows)])[first], first)
+        elif fix_second:
+            out[second] = add(exact(x[strip(cut, None)])[second], second)
     return out
 
 

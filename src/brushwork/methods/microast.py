@@ -328,22 +328,37 @@ class PhaseHead(nn.Module):
         # half -> full resolution, kept as phases on the half grid
         full = self._phase_conv(half, self.kernel2, self.bias2, self.groups["kernel2"], True,
                                 phases(lambda piece: relu(plain["conv2"])(plain["up2"](piece.float()))))
-        # the full-resolution layers, on the phases
+        # the full-resolution layers, on the phases; their borders from the same convolution on strips padded by
+        # reflection at full resolution (as the layer pads; taps beyond its own reach are zeros in the kernel)
         for index, (layer, then_relu) in enumerate(plain["layers"]):
-            exact = (lambda layer, then_relu: phases(lambda piece: (relu(layer) if then_relu else _plain(layer))(
-                F.pixel_shuffle(piece.float(), 2))))(layer, then_relu)
-            full = self._phase_conv(full, getattr(self, f"layer{index}"), getattr(self, f"layer{index}_bias"),
-                                    self.groups[f"layer{index}"], then_relu, exact)
+            kernel, bias, groups = (getattr(self, f"layer{index}"), getattr(self, f"layer{index}_bias"),
+                                    self.groups[f"layer{index}"])
+            radius = kernel.shape[-1] // 2
+
+            def exact(piece, layer=layer, then_relu=then_relu, kernel=kernel, bias=bias, groups=groups, radius=radius):
+                if radius >= min(piece.shape[-2:]):  # too small to pad by reflection: the layer itself
+                    return phases((relu(layer) if then_relu else _plain(layer)))(F.pixel_shuffle(piece.float(), 2))
+                return conv(_padded_phases(piece, radius), kernel, bias, groups=groups, relu=then_relu)
+            full = self._phase_conv(full, kernel, bias, groups, then_relu, exact, reach=radius)
         return _shuffled_image(full)
 
     @staticmethod
     def _phase_conv(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor, groups: int, relu: bool,
-                    exact: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                    exact: Callable[[torch.Tensor], torch.Tensor], reach: int | None = None) -> torch.Tensor:
+        """A convolution on phases (zero padding), its border bands then taken from ``exact``, which is correct
+        on a crop except within ``reach`` rows of its cut edges (by default one more than the kernel's radius)."""
         radius = kernel.shape[-1] // 2
         out = conv(x, kernel, bias, padding=radius, groups=groups, relu=relu)
         if radius == 0:
             return out
-        return exact_borders(out, x, exact, wrong=radius, reach=radius + 1)
+        return exact_borders(out, x, exact, wrong=radius, reach=radius + 1 if reach is None else reach)
+
+
+def _padded_phases(phases: torch.Tensor, pad: int) -> torch.Tensor:
+    """A map held as 2x2 phases, padded by reflection at full resolution (``2 pad`` pixels, ``pad`` rows of
+    phases on each side)."""
+    full = F.pad(F.pixel_shuffle(phases, 2), [2 * pad] * 4, mode="reflect")
+    return F.pixel_unshuffle(full, 2).contiguous(memory_format=_layout_of(phases))
 
 
 def _shuffled_image(phases: torch.Tensor) -> torch.Tensor:
