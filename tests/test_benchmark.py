@@ -25,8 +25,10 @@ def test_each_case_next_to_its_baseline(weights_dir):
         assert len(result["times_s"]) == 4 and result["rounds"] == 2 and result["min_s"] <= result["median_s"] <= result["max_s"]
         assert result["peak_rss_mb"] >= result["idle_rss_mb"] > 50
         assert result["peak_gpu_mb"] is None
-        # brushwork's process settings (huge pages) are its own: the baseline runs as the reference code does
+        # brushwork's process settings (huge pages, freed memory kept) are its own: the baseline runs as the
+        # reference code does
         assert result["huge_pages"] is (result["variant"] == "brushwork")
+        assert result["keeps_freed_memory"] is (result["variant"] == "brushwork")
     table = benchmark.markdown_table(results)
     assert table.count("| microast | cpu |") == 2 and "96x80" in table
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import process
 from . import weights as registry
 from .api import DEFAULT_MAX_MEMORY, choose_device, load_model
 from .errors import BrushworkError
@@ -37,7 +38,8 @@ VARIANTS = ("brushwork", "baseline")
 ONNX_VARIANT = "onnx"
 STYLE_SIZE = (512, 512)
 #: PyTorch's switch for transparent huge pages in its CPU allocator, which ``import brushwork`` turns on.
-THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"
+#: The process settings ``import brushwork`` makes (:mod:`brushwork.process`), off in the baseline's process.
+PROCESS_VARIABLES = (process.HUGE_PAGES_VARIABLE, process.KEEP_FREED_MEMORY_VARIABLE)
 
 
 @dataclass(frozen=True)
@@ -169,19 +171,20 @@ def _run_rounds(groups: list[list], measure, weights_dir, rounds: int, label: st
 @contextlib.contextmanager
 def _process_settings(variant: str):
     """The environment a case's process starts with. The baseline runs as the reference implementation does,
-    without the process settings ``import brushwork`` makes (large tensors on transparent huge pages)."""
+    without the process settings ``import brushwork`` makes (huge pages, freed memory kept for reuse)."""
     if variant != "baseline":
         yield
         return
-    saved = os.environ.get(THP_VARIABLE)
-    os.environ[THP_VARIABLE] = "0"
+    saved = {name: os.environ.get(name) for name in PROCESS_VARIABLES}
+    os.environ.update({name: "0" for name in PROCESS_VARIABLES})
     try:
         yield
     finally:
-        if saved is None:
-            del os.environ[THP_VARIABLE]
-        else:
-            os.environ[THP_VARIABLE] = saved
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def _options_of(model: str, gatys_steps: int | None) -> tuple:
@@ -205,7 +208,7 @@ def _pool_rounds(case, measured: list[dict]) -> dict:
         "peak_gpu_mb": max(gpu) if gpu else None,
         "threads": measured[0]["threads"],
         "torch": measured[0]["torch"],
-        **{key: measured[-1][key] for key in ("history", "scales", "sizes", "tile", "huge_pages")
+        **{key: measured[-1][key] for key in ("history", "scales", "sizes", "tile", "huge_pages", "keeps_freed_memory")
            if key in measured[-1]},
     }
 
@@ -253,7 +256,8 @@ def _measure(case: Case, weights_dir: list[str]) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "tile": tiling.get("tile"),
-        "huge_pages": os.environ.get(THP_VARIABLE) == "1",
+        "huge_pages": os.environ.get(process.HUGE_PAGES_VARIABLE) == "1",
+        "keeps_freed_memory": process.keeps_freed_memory,
     }
 
 
