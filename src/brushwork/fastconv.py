@@ -1,6 +1,6 @@
 """Inference-only convolution building blocks that compute exactly what the plain layers compute, faster.
 
-Two ideas, both measured on the CPU (docs/BENCHMARKS.md):
+Three ideas, all measured on the CPU (docs/BENCHMARKS.md):
 
 - **No padding copies.** A reflection-padded convolution is run with zero padding inside the convolution kernel
   (no padded copy of the input), and only the few output rows and columns next to the borders, the ones the
@@ -11,6 +11,9 @@ Two ideas, both measured on the CPU (docs/BENCHMARKS.md):
   (:func:`phase_kernel` derives its weights from the layers themselves). The upsampled map, the largest tensor
   of a decoder, is never made. Layers after it can stay on the low-resolution grid the same way, with the
   high-resolution map held as ``pixel_unshuffle`` phases.
+- **Groups oneDNN runs fast.** Grouped convolutions with one or two input channels a group (other than plain
+  depthwise ones) are slow in oneDNN; merged into groups of four inputs, with zeros between the old groups, they
+  compute the same faster (:func:`regrouped`).
 """
 
 from __future__ import annotations
