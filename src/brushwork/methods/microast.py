@@ -524,9 +524,12 @@ class MicroAST(nn.Module):
     def encode_style(self, style: torch.Tensor, tile: int | None = None) -> StyleSignals:
         """Style signals of Nx3xHxW images in [0, 1]; ``tile``: encode in tiles of that many pixels."""
         style = pad_to(style, 1)
-        both = map_tiles(lambda piece: torch.cat(self.style_encoder(self._layout(piece)), dim=1), style,
-                         scale=Fraction(1, SIZE_MULTIPLE), tile=tile, halo=ENCODER_HALO, multiple=SIZE_MULTIPLE)
-        features = (both[:, :CHANNELS], both[:, CHANNELS:])
+        if tile is None or (tile >= style.shape[-2] and tile >= style.shape[-1]):
+            features = self.style_encoder(self._layout(style))
+        else:  # both levels as one map, so that the tiles assemble them together
+            both = map_tiles(lambda piece: torch.cat(self.style_encoder(self._layout(piece)), dim=1), style,
+                             scale=Fraction(1, SIZE_MULTIPLE), tile=tile, halo=ENCODER_HALO, multiple=SIZE_MULTIPLE)
+            features = tuple(self._layout(level) for level in (both[:, :CHANNELS], both[:, CHANNELS:]))
         means, stds = zip(*(mean_std(level) for level in features))
         filter_weights, filter_biases = self.modulator(features)
         return StyleSignals(tuple(means), tuple(stds), filter_weights, filter_biases)
