@@ -37,7 +37,6 @@ DEFAULT_SIZES = ("512", "1024", "2048", "3840x2160")
 VARIANTS = ("brushwork", "baseline")
 ONNX_VARIANT = "onnx"
 STYLE_SIZE = (512, 512)
-#: PyTorch's switch for transparent huge pages in its CPU allocator, which ``import brushwork`` turns on.
 #: The process settings ``import brushwork`` makes (:mod:`brushwork.process`), off in the baseline's process.
 PROCESS_VARIABLES = (process.HUGE_PAGES_VARIABLE, process.KEEP_FREED_MEMORY_VARIABLE)
 

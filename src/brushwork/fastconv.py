@@ -209,14 +209,22 @@ def dense_of(weight: torch.Tensor, groups: int) -> torch.Tensor:
 MIN_CHANNELS_PER_GROUP = 4
 
 
-def regrouped(weight: torch.Tensor, groups: int) -> tuple[torch.Tensor, int]:
-    """The same convolution with fewer, larger groups (zeros between the old ones) where its groups have fewer
-    than :data:`MIN_CHANNELS_PER_GROUP` input channels: (weights, groups). Depthwise convolutions with one
-    output per channel, which oneDNN has its own fast kernels for, stay as they are."""
-    out_channels, in_per_group = weight.shape[:2]
+def fast_groups(out_channels: int, in_channels: int, groups: int) -> int:
+    """The groups to run a convolution with: fewer, larger ones (zeros between the old ones) where its groups have
+    fewer than :data:`MIN_CHANNELS_PER_GROUP` input channels. Depthwise convolutions with one output per channel,
+    which oneDNN has its own fast kernels for, keep theirs."""
+    in_per_group = in_channels // groups
     if groups == 1 or in_per_group >= MIN_CHANNELS_PER_GROUP or out_channels == groups:
-        return weight, groups
+        return groups
     merge = MIN_CHANNELS_PER_GROUP // in_per_group
     while groups % merge:
         merge -= 1
-    return grouped(dense_of(weight, groups), groups // merge), groups // merge
+    return groups // merge
+
+
+def regrouped(weight: torch.Tensor, groups: int) -> tuple[torch.Tensor, int]:
+    """A grouped convolution's weights for :func:`fast_groups`: (weights, groups)."""
+    new_groups = fast_groups(weight.shape[0], weight.shape[1] * groups, groups)
+    if new_groups == groups:
+        return weight, groups
+    return grouped(dense_of(weight, groups), new_groups), new_groups

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import BrushworkError, WeightsError
 from ..weights import read_state_dict
-from ..fastconv import conv, exact_borders, grouped, phase_kernel, reflect_conv, regrouped
+from ..fastconv import conv, exact_borders, fast_groups, grouped, phase_kernel, reflect_conv, regrouped
 from ..functional import adaptive_instance_norm, blend, mean_std, normalize_weights
 from ..tiling import count_tiles, map_statistics, map_tiles, tile_for_budget
 
@@ -277,7 +277,8 @@ class PhaseHead(nn.Module):
 
         def weights(name, op, in_channels, groups=1):
             kernel = phase_kernel(op, in_channels, None, like=probe)
-            kernel, self.groups[name] = regrouped(grouped(kernel, groups), groups) if groups > 1 else (kernel, 1)
+            self.groups[name] = fast_groups(kernel.shape[0], in_channels, groups)
+            kernel = grouped(kernel, self.groups[name]) if self.groups[name] > 1 else kernel
             return kernel.to(self.late).contiguous(memory_format=torch.channels_last)
 
         def bias(layer, phases=4):
