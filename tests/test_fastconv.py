@@ -84,23 +84,49 @@ def test_grouped_weights_round_trip_and_refuse_weights_that_mix_groups():
         grouped(torch.randn(32, 32, 3, 3), 16)
 
 
-@pytest.mark.parametrize("in_channels, out_channels, groups, merged", [
-    (16, 32, 16, 4),   # the encoders' depthwise 3x3 with two outputs per channel: 4 groups of 4 -> 8
-    (32, 64, 32, 8),
-    (64, 128, 32, 16),  # the head's phase convolution, 2 -> 4 channels a group
-    (6, 12, 6, 2),     # 4 does not divide the groups: 3 at a time
-    (32, 32, 32, 32),  # depthwise, one output per channel: oneDNN's own kernels, unchanged
-    (64, 64, 16, 16),  # already 4 inputs a group
+@pytest.mark.parametrize("in_channels, out_channels, groups, minimum, merged", [
+    (16, 32, 16, 4, 4),    # the encoders' depthwise 3x3 with two outputs per channel: 4 groups of 4 -> 8
+    (32, 64, 32, 4, 8),
+    (64, 128, 32, 4, 16),  # the head's phase convolution, 2 -> 4 channels a group
+    (6, 12, 6, 4, 2),      # 4 does not divide the groups: 3 at a time
+    (32, 32, 32, 4, 32),   # depthwise, one input and one output a group: oneDNN's own kernels, unchanged
+    (64, 64, 16, 4, 16),   # already 4 inputs a group
+    (64, 32, 32, 8, 8),    # the head's upsampling convolution (two inputs, one output a group) on border strips
+    (64, 64, 16, 8, 8),    # four inputs a group are too few on strips
 ])
-def test_regrouped_weights_compute_the_same_convolution(in_channels, out_channels, groups, merged):
+def test_regrouped_weights_compute_the_same_convolution(in_channels, out_channels, groups, minimum, merged):
     torch.manual_seed(6)
     weight = torch.randn(out_channels, in_channels // groups, 3, 3, dtype=torch.float64)
-    new_weight, new_groups = regrouped(weight, groups)
+    new_weight, new_groups = regrouped(weight, groups, minimum=minimum)
     assert new_groups == merged and new_weight.shape == (out_channels, in_channels // merged, 3, 3)
     x = torch.randn(1, in_channels, 13, 11, dtype=torch.float64)
     torch.testing.assert_close(F.conv2d(x, new_weight, padding=1, stride=2, groups=new_groups),
                                F.conv2d(x, weight, padding=1, stride=2, groups=groups), atol=1e-12, rtol=0)
     assert torch.equal(grouped(dense_of(weight, groups), groups), weight)
+
+
+@pytest.mark.parametrize("batch, in_channels, out_channels, kernel, groups, size", [
+    (1, 64, 64, 3, 64, (128, 128)),  # the modulator's depthwise convolution
+    (2, 8, 4, 5, 2, (9, 13)),
+    (1, 3, 6, 3, 1, (4, 4)),         # the smallest map reflection pads
+    (1, 16, 16, 9, 4, (11, 30)),
+])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
+def test_the_mean_of_a_reflection_padded_convolution_without_the_convolution(batch, in_channels, out_channels,
+                                                                             kernel, groups, size, layout):
+    torch.manual_seed(8)
+    x = torch.randn(batch, in_channels, *size, dtype=torch.float64)
+    weight = torch.randn(out_channels, in_channels // groups, kernel, kernel, dtype=torch.float64)
+    bias = torch.randn(out_channels, dtype=torch.float64)
+    expected = plain_reflect_conv(x, weight, bias, groups=groups).mean(dim=(2, 3), keepdim=True)
+    got = fastconv.mean_of_reflect_conv(x.contiguous(memory_format=layout), weight, bias, groups)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+
+
+def test_the_mean_of_a_convolution_refuses_maps_too_small_to_pad():
+    with pytest.raises(ValueError, match="smaller than the map"):
+        fastconv.mean_of_reflect_conv(torch.zeros(1, 2, 3, 8), torch.zeros(2, 2, 9, 9), None)
 
 
 @pytest.fixture(scope="module")

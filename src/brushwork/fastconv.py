@@ -1,6 +1,6 @@
 """Inference-only convolution building blocks that compute exactly what the plain layers compute, faster.
 
-Three ideas, all measured on the CPU (docs/BENCHMARKS.md):
+Four ideas, all measured on the CPU (docs/BENCHMARKS.md):
 
 - **No padding copies.** A reflection-padded convolution is run with zero padding inside the convolution kernel
   (no padded copy of the input), and only the few output rows and columns next to the borders, the ones the
@@ -14,6 +14,8 @@ Three ideas, all measured on the CPU (docs/BENCHMARKS.md):
 - **Groups oneDNN runs fast.** Grouped convolutions with one or two input channels a group (other than plain
   depthwise ones) are slow in oneDNN; merged into groups of four inputs, with zeros between the old groups, they
   compute the same faster (:func:`regrouped`).
+- **Means without maps.** Where only the spatial mean of a convolution is wanted (MicroAST's modulator), it
+  follows from sums of the input over a few shifted windows (:func:`mean_of_reflect_conv`).
 """
 
 from __future__ import annotations
@@ -206,25 +208,67 @@ def dense_of(weight: torch.Tensor, groups: int) -> torch.Tensor:
 #: Input channels per group below which oneDNN's grouped convolutions are slow on the CPU: a depthwise 3x3 with
 #: two outputs per channel (16 -> 32, stride 2) ran 1.3x faster as 4 groups of 4 -> 8 with zeros, the head's
 #: phase convolutions (2 -> 4 channels a group) 1.3-1.6x faster with 4 inputs a group (docs/BENCHMARKS.md).
+#: Eight or sixteen inputs a group were slower again on whole maps.
 MIN_CHANNELS_PER_GROUP = 4
+#: The same for the thin border strips of :func:`exact_borders`, which oneDNN runs on one thread: a 3x3 with two
+#: inputs and one output a group on 2x64x514x8 strips took 1.8 ms, with 8 inputs a group 1.0 ms.
+STRIP_CHANNELS_PER_GROUP = 8
 
 
-def fast_groups(out_channels: int, in_channels: int, groups: int) -> int:
+def fast_groups(out_channels: int, in_channels: int, groups: int, minimum: int = MIN_CHANNELS_PER_GROUP) -> int:
     """The groups to run a convolution with: fewer, larger ones (zeros between the old ones) where its groups have
-    fewer than :data:`MIN_CHANNELS_PER_GROUP` input channels. Depthwise convolutions with one output per channel,
-    which oneDNN has its own fast kernels for, keep theirs."""
+    fewer than ``minimum`` input channels. Depthwise convolutions (one input and one output a group), which oneDNN
+    has its own fast kernels for, keep theirs."""
     in_per_group = in_channels // groups
-    if groups == 1 or in_per_group >= MIN_CHANNELS_PER_GROUP or out_channels == groups:
+    if groups == 1 or in_per_group >= minimum or in_channels == out_channels == groups:
         return groups
-    merge = MIN_CHANNELS_PER_GROUP // in_per_group
+    merge = minimum // in_per_group
     while groups % merge:
         merge -= 1
     return groups // merge
 
 
-def regrouped(weight: torch.Tensor, groups: int) -> tuple[torch.Tensor, int]:
+def regrouped(weight: torch.Tensor, groups: int, minimum: int = MIN_CHANNELS_PER_GROUP) -> tuple[torch.Tensor, int]:
     """A grouped convolution's weights for :func:`fast_groups`: (weights, groups)."""
-    new_groups = fast_groups(weight.shape[0], weight.shape[1] * groups, groups)
+    new_groups = fast_groups(weight.shape[0], weight.shape[1] * groups, groups, minimum)
     if new_groups == groups:
         return weight, groups
     return grouped(dense_of(weight, groups), new_groups), new_groups
+
+
+def mean_of_reflect_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         groups: int = 1) -> torch.Tensor:
+    """The per-channel spatial mean (Nx(out channels)x1x1) of a stride-1 convolution of ``x`` padded by reflection
+    (half the kernel on each side), without computing the convolution.
+
+    Each tap of the kernel sees the whole map once, except for the few rows and columns near the borders that the
+    padding repeats or leaves out, so the mean is the taps' weights times the sums of the map over the shifted
+    windows, ``m_ky^T X n_kx`` with ``m`` and ``n`` counting how often each row and column is seen.
+    """
+    size = weight.shape[-1]
+    pad = size // 2
+    height, width = x.shape[-2:]
+    if weight.shape[-2] != size or pad >= min(height, width):
+        raise ValueError(f"needs a square kernel smaller than the map, got {tuple(weight.shape)} on {height}x{width}")
+
+    work = torch.promote_types(x.dtype, torch.float32)  # half-precision maps summed in float32
+
+    def seen(length: int) -> torch.Tensor:
+        """(size x length): how often each of ``length`` positions is read by each tap."""
+        index = torch.arange(length, device=x.device)[None, :] + torch.arange(size, device=x.device)[:, None] - pad
+        index = torch.where(index < 0, -index, index)
+        index = torch.where(index >= length, 2 * (length - 1) - index, index)
+        counts = torch.zeros(size, length, dtype=work, device=x.device)
+        return counts.scatter_add_(1, index, torch.ones_like(index, dtype=work))
+
+    rows, columns = seen(height), seen(width)
+    # channels-last maps are (N, H, W, C) in memory: contract the rows, then the columns
+    sums = torch.einsum("yr,nrsc->nysc", rows, x.to(work).permute(0, 2, 3, 1))
+    sums = torch.einsum("nysc,xs->ncyx", sums, columns)
+    batch, out_channels = x.shape[0], weight.shape[0]
+    by_group = weight.to(work).reshape(groups, out_channels // groups, *weight.shape[1:])
+    mean = torch.einsum("goiyx,ngiyx->ngo", by_group, sums.reshape(batch, groups, -1, size, size))
+    mean = mean.reshape(batch, out_channels) / (height * width)
+    if bias is not None:
+        mean = mean + bias.to(work)
+    return mean[..., None, None].to(x.dtype)

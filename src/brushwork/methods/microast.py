@@ -25,7 +25,8 @@ from torch import nn
 
 from ..errors import BrushworkError, WeightsError
 from ..weights import read_state_dict
-from ..fastconv import conv, exact_borders, fast_groups, grouped, phase_kernel, reflect_conv, regrouped
+from ..fastconv import (STRIP_CHANNELS_PER_GROUP, conv, exact_borders, fast_groups, grouped, mean_of_reflect_conv,
+                        phase_kernel, reflect_conv, regrouped)
 from ..functional import adaptive_instance_norm, blend, mean_std, normalize_weights
 from ..tiling import count_tiles, map_statistics, map_tiles, tile_for_budget
 
@@ -179,7 +180,18 @@ class Modulator(nn.Module):
 
     def forward(self, features: tuple[torch.Tensor, torch.Tensor]):
         shallow, deep = features
-        return (self.weight1(shallow), self.weight2(deep)), (self.bias1(shallow), self.bias2(deep))
+        predict = self._predict
+        return ((predict(self.weight1, shallow), predict(self.weight2, deep)),
+                (predict(self.bias1, shallow), predict(self.bias2, deep)))
+
+    @staticmethod
+    def _predict(predictor: nn.Sequential, features: torch.Tensor) -> torch.Tensor:
+        layer = predictor[0]
+        if not layer.pad_free:
+            return predictor(features)
+        # fast path: the mean of the convolution without the convolution (same value, see mean_of_reflect_conv)
+        conv_layer = layer.conv_layer
+        return mean_of_reflect_conv(features, conv_layer.weight, conv_layer.bias, conv_layer.groups)
 
 
 @dataclass(frozen=True)
@@ -297,6 +309,11 @@ class PhaseHead(nn.Module):
                                conv2.conv_layer.groups),
             "bias2": bias(conv2),
         }
+        # the two upsampling convolutions as the border strips run them (plain, with larger groups)
+        for name, layer in (("conv1", conv1), ("conv2", conv2)):
+            weight, self.groups[f"strip_{name}"] = regrouped(layer.conv_layer.weight.detach(), layer.conv_layer.groups,
+                                                             minimum=STRIP_CHANNELS_PER_GROUP)
+            buffers[f"strip_{name}"] = weight.contiguous(memory_format=torch.channels_last)
         for index, (layer, _) in enumerate(layers):
             groups = layer.conv_layer.groups
             buffers[f"layer{index}"] = weights(f"layer{index}", on_phases(layer), 4 * layer.conv_layer.in_channels,
@@ -319,16 +336,17 @@ class PhaseHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plain, late = self.plain, self.late
-        relu = lambda layer: (lambda piece: F.relu(_plain(layer)(piece)))  # noqa: E731
+        relu = lambda layer, weights=None: (lambda piece: F.relu(_plain(layer, weights=weights)(piece)))  # noqa: E731
         phases = lambda op: (lambda piece: F.pixel_unshuffle(op(piece), 2).to(late))  # noqa: E731
+        strip = lambda name: (getattr(self, f"strip_{name}"), self.groups[f"strip_{name}"])  # noqa: E731
         # quarter -> half resolution (as phases on the quarter grid, then shuffled), 1x1 convolution
         half = self._phase_conv(x, self.kernel1, self.bias1, self.groups["kernel1"], True,
-                                phases(lambda piece: relu(plain["conv1"])(plain["up1"](piece))))
+                                phases(lambda piece: relu(plain["conv1"], strip("conv1"))(plain["up1"](piece.float()))))
         half = F.pixel_shuffle(half, 2).contiguous(memory_format=torch.channels_last)
         half = conv(half, self.pointwise1, self.pointwise1_bias, relu=True)
         # half -> full resolution, kept as phases on the half grid
         full = self._phase_conv(half, self.kernel2, self.bias2, self.groups["kernel2"], True,
-                                phases(lambda piece: relu(plain["conv2"])(plain["up2"](piece.float()))))
+                                phases(lambda piece: relu(plain["conv2"], strip("conv2"))(plain["up2"](piece.float()))))
         # the full-resolution layers, on the phases; their borders from the same convolution on strips padded by
         # reflection at full resolution (as the layer pads; taps beyond its own reach are zeros in the kernel)
         for index, (layer, then_relu) in enumerate(plain["layers"]):
@@ -370,17 +388,19 @@ def _shuffled_image(phases: torch.Tensor) -> torch.Tensor:
     return grouped_phases.permute(0, 3, 1, 4, 2, 5).float().reshape(batch, channels // 4, 2 * height, 2 * width)
 
 
-def _plain(layer: "ReflectConv", bias: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+def _plain(layer: "ReflectConv", bias: bool = True,
+           weights: tuple[torch.Tensor, int] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """A ReflectConv's reference computation in the input's dtype (reflection-padded copy, no fused ReLU);
-    ``bias=False`` leaves out the bias (the linear part alone)."""
+    ``bias=False`` leaves out the bias (the linear part alone). ``weights``: the same convolution's weights with
+    other groups, as (weights, groups)."""
     conv_layer = layer.conv_layer
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        weight = conv_layer.weight.to(x.dtype)
+        weight, groups = weights or (conv_layer.weight, conv_layer.groups)
         bias_ = conv_layer.bias.to(x.dtype) if bias else None
         if layer.padding:
             x = F.pad(x, [layer.padding] * 4, mode="reflect")
-        return F.conv2d(x, weight, bias_, conv_layer.stride, groups=conv_layer.groups)
+        return F.conv2d(x, weight.to(x.dtype), bias_, conv_layer.stride, groups=groups)
     return run
 
 
@@ -431,6 +451,11 @@ class MicroDecoder(nn.Module):
     def second_half(self, x: torch.Tensor, signals: StyleSignals, own=None) -> torch.Tensor:
         """The shallow level (FeatMod, FilterMod) and the head to RGB; ``own`` as in :meth:`first_half`."""
         x = adaptive_instance_norm(x, signals.means[0], signals.stds[0], own)
+        low = self.dec2.compute_dtype
+        if low is not None and self.phase_head is not None and self.phase_head.late == low:
+            # fast path: the block's residual stream in the precision its convolutions and the head compute in
+            # (the residual addition fused into the second convolution, no conversions back and forth)
+            x = x.to(low)
         x = self.dec2(x, signals.filter_weights[0], signals.filter_biases[0])
         return self.dec3(x) if self.phase_head is None else self.phase_head(x)
 
@@ -465,7 +490,7 @@ class MicroAST(nn.Module):
         self.style_encoder = MicroEncoder()
         self.modulator = Modulator()
         self.decoder = MicroDecoder(decoder_head)
-        #: Layout of the tiles given to the convolutions (channels-last after :meth:`fast`).
+        #: Layout of the feature maps given to the convolutions (channels-last after :meth:`fast`).
         self.memory_format = torch.contiguous_format
 
     def fast(self) -> "MicroAST":
@@ -473,12 +498,13 @@ class MicroAST(nn.Module):
 
         The same arithmetic in faster shapes (:mod:`brushwork.fastconv`): channels-last layout, convolutions
         without padding copies (exact borders from strips), ReLUs and residual additions fused into the
-        convolutions (oneDNN on the CPU), FilterMod folded into the convolution weights, and the bilinear head
-        on the low-resolution grids (:class:`PhaseHead`). Then a lower precision where the hardware computes it
-        natively (bfloat16 on CPUs with AVX-512 BF16 or AMX, float16 on CUDA GPUs) and the output stays well
-        within 45 dB PSNR of fp32: three of the content encoder's four residual convolutions, the style
-        encoder's residual blocks, the shallow FilterMod block and the head after it. The deep FilterMod block
-        and the content encoder's last convolution, which amplify rounding, stay fp32.
+        convolutions (oneDNN on the CPU), FilterMod folded into the convolution weights, the modulator's means
+        without its convolutions, and the bilinear head on the low-resolution grids (:class:`PhaseHead`). Then a
+        lower precision where the hardware computes it natively (bfloat16 on CPUs with AVX-512 BF16 or AMX,
+        float16 on CUDA GPUs) and the output stays well within 45 dB PSNR of fp32: three of the content
+        encoder's four residual convolutions, the style encoder's residual blocks, the shallow FilterMod block
+        (its residual stream too) and the head after it. The deep FilterMod block and the content encoder's last
+        convolution, which amplify rounding, stay fp32.
         """
         device = next(self.parameters()).device
         self.to(memory_format=torch.channels_last)
@@ -519,16 +545,19 @@ class MicroAST(nn.Module):
             elif type(module) is ResidualBlock:  # not the modulated one: its ReLU comes after the modulation
                 module.conv1.fused_relu = True
 
-    def _layout(self, image: torch.Tensor) -> torch.Tensor:
-        return image.contiguous(memory_format=self.memory_format)
+    def _layout(self, features: torch.Tensor) -> torch.Tensor:
+        """Feature maps (or tiles of them) in the layout the convolutions take. Images go to the encoders as they
+        are: the first convolution makes its own reflection-padded copy, and oneDNN reads a 3-channel image in
+        either layout (a channels-last copy of the image first cost more than the convolution saved)."""
+        return features.contiguous(memory_format=self.memory_format)
 
     def encode_style(self, style: torch.Tensor, tile: int | None = None) -> StyleSignals:
         """Style signals of Nx3xHxW images in [0, 1]; ``tile``: encode in tiles of that many pixels."""
         style = pad_to(style, 1)
         if tile is None or (tile >= style.shape[-2] and tile >= style.shape[-1]):
-            features = self.style_encoder(self._layout(style))
+            features = self.style_encoder(style)
         else:  # both levels as one map, so that the tiles assemble them together
-            both = map_tiles(lambda piece: torch.cat(self.style_encoder(self._layout(piece)), dim=1), style,
+            both = map_tiles(lambda piece: torch.cat(self.style_encoder(piece), dim=1), style,
                              scale=Fraction(1, SIZE_MULTIPLE), tile=tile, halo=ENCODER_HALO, multiple=SIZE_MULTIPLE)
             features = tuple(self._layout(level) for level in (both[:, :CHANNELS], both[:, CHANNELS:]))
         means, stds = zip(*(mean_std(level) for level in features))
@@ -545,10 +574,10 @@ class MicroAST(nn.Module):
         height, width = content.shape[-2:]
         padded = pad_to(content, SIZE_MULTIPLE)
         if tile is None:
-            return self.decoder(self.content_encoder(self._layout(padded)), signals)[..., :height, :width]
+            return self.decoder(self.content_encoder(padded), signals)[..., :height, :width]
         output = paint_in_tiles(
             padded, tile, progress=progress, second_halo=SECOND_HALF_HALO[self.decoder.head],
-            encode=lambda piece: self.content_encoder(self._layout(piece))[1],
+            encode=lambda piece: self.content_encoder(piece)[1],
             first_half=lambda piece, own: self.decoder.first_half(self._layout(piece), signals, own),
             second_half=lambda piece, own: self.decoder.second_half(self._layout(piece), signals, own))
         return output[..., :height, :width]
