@@ -124,9 +124,43 @@ def test_the_mean_of_a_reflection_padded_convolution_without_the_convolution(bat
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
 
 
+def test_the_mean_of_a_convolution_from_a_ringed_map():
+    torch.manual_seed(9)
+    x = torch.randn(2, 6, 17, 12, dtype=torch.float64).contiguous(memory_format=CL)
+    weight, bias = torch.randn(6, 2, 3, 3, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    torch.testing.assert_close(fastconv.mean_of_reflect_conv(fastconv.with_ring(x), weight, bias, 3, ringed=True),
+                               fastconv.mean_of_reflect_conv(x, weight, bias, 3), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_chain_of_convolutions_on_ringed_maps_is_the_reflection_padded_chain(dtype):
+    """Each convolution with zero padding on the ringed map, then the ring refreshed: the inside is what
+    reflection-padded convolutions give, with ReLUs and residual additions (fused by oneDNN in float32)."""
+    torch.manual_seed(10)
+    x = torch.randn(1, 16, 23, 30, dtype=dtype).contiguous(memory_format=CL)
+    layers = [(torch.randn(16, 16, k, k, dtype=dtype).contiguous(memory_format=CL), torch.randn(16, dtype=dtype))
+              for k in (3, 1, 3)]
+    expected = F.relu(plain_reflect_conv(x, *layers[0]))
+    expected = F.relu(plain_reflect_conv(expected, *layers[1]))
+    expected = plain_reflect_conv(expected, *layers[2]) + x
+    ringed = fastconv.with_ring(x)
+    assert ringed.shape[-2:] == (25, 32) and ringed.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(fastconv.inside(ringed), x, atol=0, rtol=0)
+    hidden = fastconv.ring_conv(ringed, *layers[0], relu=True)
+    hidden = fastconv.ring_conv(hidden, *layers[1], relu=True)
+    out = fastconv.ring_conv(hidden, *layers[2], residual=ringed)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(fastconv.inside(out), expected, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(out, fastconv.with_ring(fastconv.inside(out)), atol=0, rtol=0)  # a valid ring
+    with pytest.raises(ValueError, match="ring of 1 pixels"):
+        fastconv.ring_conv(ringed, torch.zeros(16, 16, 5, 5, dtype=dtype), None)
+
+
 def test_the_mean_of_a_convolution_refuses_maps_too_small_to_pad():
     with pytest.raises(ValueError, match="smaller than the map"):
         fastconv.mean_of_reflect_conv(torch.zeros(1, 2, 3, 8), torch.zeros(2, 2, 9, 9), None)
+    with pytest.raises(ValueError, match="ring"):
+        fastconv.mean_of_reflect_conv(torch.zeros(1, 2, 13, 8), torch.zeros(2, 2, 5, 5), None, ringed=True)
 
 
 @pytest.fixture(scope="module")
@@ -170,13 +204,17 @@ def test_filter_modulation_folded_into_the_weights_is_the_modulated_block(offici
                                    atol=1e-4, rtol=1e-4)
 
 
-def test_fast_path_without_onednn_fusion_as_on_a_gpu_is_the_plain_network(official_model, monkeypatch):
+@pytest.mark.parametrize("fused", [False, True])
+def test_fast_path_in_float32_is_the_plain_network(official_model, monkeypatch, fused):
     """Where oneDNN's fused convolutions are missing (CUDA, other CPUs) the same code runs on plain conv2d;
-    without a lower precision it is the plain network to float32 rounding, whole and in tiles."""
-    monkeypatch.setattr(fastconv, "_fused_relu_available", lambda x: False)
+    without a lower precision it is the plain network to float32 rounding (ringed maps, window sums and all),
+    whole and in tiles."""
+    if not fused:
+        monkeypatch.setattr(fastconv, "_fused_relu_available", lambda x: False)
     monkeypatch.setattr(microast, "_native_low_precision", lambda device: None)
     fast = copy.deepcopy(official_model).fast()
     assert fast.decoder.phase_head is not None and fast.decoder.dec2.compute_dtype is None
+    assert fast.content_encoder.ringed and fast.style_encoder.ringed
     torch.manual_seed(5)
     content, style = torch.rand(1, 3, 150, 206), torch.rand(1, 3, 96, 96)
     with torch.inference_mode():

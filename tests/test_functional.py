@@ -64,3 +64,13 @@ def test_mean_std_of_half_precision_features_is_computed_in_float32():
     reference_mean, reference_std = fn.mean_std(features.bfloat16().float())
     assert mean.dtype == torch.float32
     assert torch.allclose(mean, reference_mean) and torch.allclose(std, reference_std)
+
+
+@pytest.mark.parametrize("ring", [1, 2])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_statistics_of_a_map_inside_its_ring(ring, layout):
+    torch.manual_seed(11)
+    inner = torch.randn(2, 8, 13, 19) * 3 + 2
+    ringed = torch.nn.functional.pad(inner, [ring] * 4, mode="reflect").contiguous(memory_format=layout)
+    for got, expected in zip(fn.mean_std(ringed, ring=ring), fn.mean_std(inner)):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -1,6 +1,6 @@
 """Inference-only convolution building blocks that compute exactly what the plain layers compute, faster.
 
-Four ideas, all measured on the CPU (docs/BENCHMARKS.md):
+Five ideas, all measured on the CPU (docs/BENCHMARKS.md):
 
 - **No padding copies.** A reflection-padded convolution is run with zero padding inside the convolution kernel
   (no padded copy of the input), and only the few output rows and columns next to the borders, the ones the
@@ -14,6 +14,10 @@ Four ideas, all measured on the CPU (docs/BENCHMARKS.md):
 - **Groups oneDNN runs fast.** Grouped convolutions with one or two input channels a group (other than plain
   depthwise ones) are slow in oneDNN; merged into groups of four inputs, with zeros between the old groups, they
   compute the same faster (:func:`regrouped`).
+- **Maps with a ring.** A chain of 3x3 convolutions can keep its maps with a border ring one pixel wide that
+  holds the reflection (:func:`with_ring`): each convolution then runs with zero padding on the ringed map,
+  which makes every inside output exact and the ring's own outputs wrong, and four one-pixel copies put the
+  reflection back (:func:`refresh_ring`), instead of recomputing border strips.
 - **Means without maps.** Where only the spatial mean of a convolution is wanted (MicroAST's modulator), it
   follows from sums of the input over a few shifted windows (:func:`mean_of_reflect_conv`).
 """
@@ -143,6 +147,47 @@ def reflect_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
                          multiple=stride, plus=residual)
 
 
+#: Width of the border ring of :func:`with_ring` maps: what a 3x3 convolution reads beyond a map.
+RING = 1
+
+
+def with_ring(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with a border ring of :data:`RING` pixels holding its reflection (a new map, ``x``'s layout)."""
+    return F.pad(x, [RING] * 4, mode="reflect").contiguous(memory_format=layout_of(x))
+
+
+def refresh_ring(ringed: torch.Tensor) -> torch.Tensor:
+    """Put the reflection of the inside back into the ring of a map made by a convolution with zero padding on a
+    ringed map (whose ring outputs are wrong); in place, returns ``ringed``."""
+    ringed[..., 1:-1, 0] = ringed[..., 1:-1, 2]
+    ringed[..., 1:-1, -1] = ringed[..., 1:-1, -3]
+    ringed[..., 0, :] = ringed[..., 2, :]
+    ringed[..., -1, :] = ringed[..., -3, :]
+    return ringed
+
+
+def inside(ringed: torch.Tensor) -> torch.Tensor:
+    """The map without its ring (a view)."""
+    return ringed[..., RING:-RING, RING:-RING]
+
+
+def ring_conv(ringed: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, relu: bool = False,
+              residual: torch.Tensor | None = None) -> torch.Tensor:
+    """A reflection-padded stride-1 convolution of at most 3x3 (as :func:`reflect_conv`) from a ringed map to a
+    ringed map, then a ReLU or ``+ residual`` (ringed too) as in :func:`conv`."""
+    if weight.shape[-1] > 2 * RING + 1:
+        raise ValueError(f"a ring of {RING} pixels holds kernels up to {2 * RING + 1}x{2 * RING + 1}")
+    # zero padding of half the kernel keeps the ringed size: the inside reads the ring, the ring's outputs are
+    # wrong until refreshed
+    return refresh_ring(conv(ringed, weight, bias, padding=weight.shape[-1] // 2, relu=relu, residual=residual))
+
+
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """Channels-last for a 4-d map stored so (and not also contiguous), else the standard layout."""
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
+
+
 def phase_kernel(op: Op, in_channels: int, radius: int | None, *, like: torch.Tensor) -> torch.Tensor:
     """The weights of the convolution on ``op``'s input grid that computes ``op``'s output as 2x2 phases.
 
@@ -236,39 +281,55 @@ def regrouped(weight: torch.Tensor, groups: int, minimum: int = MIN_CHANNELS_PER
     return grouped(dense_of(weight, groups), new_groups), new_groups
 
 
-def mean_of_reflect_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         groups: int = 1) -> torch.Tensor:
+def mean_of_reflect_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int = 1, *,
+                         ringed: bool = False) -> torch.Tensor:
     """The per-channel spatial mean (Nx(out channels)x1x1) of a stride-1 convolution of ``x`` padded by reflection
-    (half the kernel on each side), without computing the convolution.
+    (half the kernel on each side), without computing the convolution; ``ringed``: ``x`` already holds that
+    padding as its ring (:func:`with_ring`)."""
+    sums, count = window_sums(x, weight.shape[-1], ringed=ringed)
+    return mean_from_window_sums(sums, count, weight, bias, groups).to(x.dtype)
 
-    Each tap of the kernel sees the whole map once, except for the few rows and columns near the borders that the
-    padding repeats or leaves out, so the mean is the taps' weights times the sums of the map over the shifted
-    windows, ``m_ky^T X n_kx`` with ``m`` and ``n`` counting how often each row and column is seen.
+
+def window_sums(x: torch.Tensor, size: int, *, ringed: bool = False) -> tuple[torch.Tensor, int]:
+    """The sums (Nx(channels)x size x size, at least float32) of ``x`` over the windows that the taps of a
+    reflection-padded stride-1 ``size`` x ``size`` convolution read, and the number of output positions.
+
+    Each tap sees the whole map once, except for the few rows and columns near the borders that the padding
+    repeats or leaves out: the sum for tap (ky, kx) is ``m_ky^T X n_kx``, with ``m`` and ``n`` counting how often
+    each row and column is read. ``ringed``: ``x`` holds the padding already (a ring of ``size // 2`` pixels).
     """
-    size = weight.shape[-1]
     pad = size // 2
     height, width = x.shape[-2:]
-    if weight.shape[-2] != size or pad >= min(height, width):
-        raise ValueError(f"needs a square kernel smaller than the map, got {tuple(weight.shape)} on {height}x{width}")
-
+    if ringed and pad != RING:
+        raise ValueError(f"a ring of {RING} pixels is the padding of a {2 * RING + 1}x{2 * RING + 1} kernel, not {size}")
+    inner = (height - 2 * pad, width - 2 * pad) if ringed else (height, width)
+    if not ringed and pad >= min(height, width):
+        raise ValueError(f"needs a kernel smaller than the map, got {size}x{size} on {height}x{width}")
     work = torch.promote_types(x.dtype, torch.float32)  # half-precision maps summed in float32
 
-    def seen(length: int) -> torch.Tensor:
+    def seen(length: int, outputs: int) -> torch.Tensor:
         """(size x length): how often each of ``length`` positions is read by each tap."""
-        index = torch.arange(length, device=x.device)[None, :] + torch.arange(size, device=x.device)[:, None] - pad
-        index = torch.where(index < 0, -index, index)
-        index = torch.where(index >= length, 2 * (length - 1) - index, index)
+        index = torch.arange(outputs, device=x.device)[None, :] + torch.arange(size, device=x.device)[:, None]
+        if not ringed:  # positions of the padded map, reflected back into the map
+            index = (index - pad).abs()
+            index = torch.where(index >= length, 2 * (length - 1) - index, index)
         counts = torch.zeros(size, length, dtype=work, device=x.device)
         return counts.scatter_add_(1, index, torch.ones_like(index, dtype=work))
 
-    rows, columns = seen(height), seen(width)
+    rows, columns = seen(height, inner[0]), seen(width, inner[1])
     # channels-last maps are (N, H, W, C) in memory: contract the rows, then the columns
     sums = torch.einsum("yr,nrsc->nysc", rows, x.to(work).permute(0, 2, 3, 1))
-    sums = torch.einsum("nysc,xs->ncyx", sums, columns)
-    batch, out_channels = x.shape[0], weight.shape[0]
-    by_group = weight.to(work).reshape(groups, out_channels // groups, *weight.shape[1:])
+    return torch.einsum("nysc,xs->ncyx", sums, columns), inner[0] * inner[1]
+
+
+def mean_from_window_sums(sums: torch.Tensor, count: int, weight: torch.Tensor, bias: torch.Tensor | None,
+                          groups: int = 1) -> torch.Tensor:
+    """The mean over ``count`` outputs of a convolution with these weights, from :func:`window_sums` (Nx(out)x1x1
+    in the sums' dtype)."""
+    batch, out_channels, size = sums.shape[0], weight.shape[0], weight.shape[-1]
+    by_group = weight.to(sums.dtype).reshape(groups, out_channels // groups, *weight.shape[1:])
     mean = torch.einsum("goiyx,ngiyx->ngo", by_group, sums.reshape(batch, groups, -1, size, size))
-    mean = mean.reshape(batch, out_channels) / (height * width)
+    mean = mean.reshape(batch, out_channels) / count
     if bias is not None:
-        mean = mean + bias.to(work)
-    return mean[..., None, None].to(x.dtype)
+        mean = mean + bias.to(sums.dtype)
+    return mean[..., None, None]

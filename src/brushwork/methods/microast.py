@@ -25,8 +25,9 @@ from torch import nn
 
 from ..errors import BrushworkError, WeightsError
 from ..weights import read_state_dict
-from ..fastconv import (STRIP_CHANNELS_PER_GROUP, conv, exact_borders, fast_groups, grouped, mean_of_reflect_conv,
-                        phase_kernel, reflect_conv, regrouped)
+from ..fastconv import (RING, STRIP_CHANNELS_PER_GROUP, conv, exact_borders, fast_groups, grouped, inside, layout_of,
+                        mean_from_window_sums, phase_kernel, reflect_conv, refresh_ring, regrouped, ring_conv,
+                        window_sums)
 from ..functional import adaptive_instance_norm, blend, mean_std, normalize_weights
 from ..tiling import count_tiles, map_statistics, map_tiles, tile_for_budget
 
@@ -91,10 +92,17 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv1.pad_free:
-            first, second = self.conv1.conv_layer, self.conv2.conv_layer
-            return _fast_residual(x, (first.weight, first.bias), (second.weight, second.bias))
+            return _fast_residual(x, *self._weights())
         hidden = self.conv1(x)
         return x + self.conv2(hidden if self.conv1.fused_relu else F.relu(hidden))
+
+    def ring_forward(self, ringed: torch.Tensor) -> torch.Tensor:
+        """The fast path's block from a ringed map to a ringed map (:func:`~brushwork.fastconv.with_ring`)."""
+        return _ring_residual(ringed, *self._weights())
+
+    def _weights(self) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        first, second = self.conv1.conv_layer, self.conv2.conv_layer
+        return (first.weight, first.bias), (second.weight, second.bias)
 
 
 class ModulatedResidualBlock(ResidualBlock):
@@ -111,12 +119,18 @@ class ModulatedResidualBlock(ResidualBlock):
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if self.conv1.pad_free and weight.shape[0] == 1:  # fast path: the modulation folded into the weights
-            dtype = self.compute_dtype or x.dtype
-            first, second = (tuple(value.to(dtype) for value in self._folded(layer.conv_layer, weight, bias, x))
-                             for layer in (self.conv1, self.conv2))
-            return _fast_residual(x, first, second)
+            return _fast_residual(x, *self._modulated_weights(weight, bias, x))
         hidden = F.relu(weight * self.conv1(x) + bias * x)
         return x + weight * self.conv2(hidden) + bias * hidden
+
+    def ring_forward(self, ringed: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """The fast path's block from a ringed map to a ringed map, for signals of one image."""
+        return _ring_residual(ringed, *self._modulated_weights(weight, bias, ringed))
+
+    def _modulated_weights(self, weight: torch.Tensor, bias: torch.Tensor, like: torch.Tensor):
+        dtype = self.compute_dtype or like.dtype
+        return [tuple(value.to(dtype) for value in self._folded(layer.conv_layer, weight, bias, like))
+                for layer in (self.conv1, self.conv2)]
 
     @staticmethod
     def _folded(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, like: torch.Tensor):
@@ -127,7 +141,7 @@ class ModulatedResidualBlock(ResidualBlock):
         centre = conv.weight.shape[-1] // 2
         channels = torch.arange(folded.shape[0], device=folded.device)
         folded[channels, channels, centre, centre] += shift
-        return folded.contiguous(memory_format=_layout_of(like)), conv.bias * scale.reshape(-1)
+        return folded.contiguous(memory_format=layout_of(like)), conv.bias * scale.reshape(-1)
 
 
 def _fast_residual(x: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor],
@@ -139,6 +153,15 @@ def _fast_residual(x: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor],
     if second[0].dtype != x.dtype:
         return x + reflect_conv(hidden, *second).to(x.dtype)
     return reflect_conv(hidden, *second, residual=x)
+
+
+def _ring_residual(ringed: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor],
+                   second: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """:func:`_fast_residual` from a ringed map to a ringed map (:func:`~brushwork.fastconv.ring_conv`)."""
+    hidden = ring_conv(ringed, *first, relu=True)
+    if second[0].dtype != ringed.dtype:
+        return ringed + ring_conv(hidden, *second).to(ringed.dtype)
+    return ring_conv(hidden, *second, residual=ringed)
 
 
 class MicroEncoder(nn.Module):
@@ -160,8 +183,27 @@ class MicroEncoder(nn.Module):
         self.enc2 = nn.Sequential(ResidualBlock())
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.ringed:
+            return tuple(inside(level) for level in self.rings(image))
         shallow = self.enc1(image)
         return shallow, self.enc2(shallow)
+
+    @property
+    def ringed(self) -> bool:
+        """Whether the fast path is on, which keeps the quarter-resolution maps ringed (:meth:`rings`)."""
+        return self.enc2[0].conv1.pad_free
+
+    def rings(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fast path: both levels as ringed maps (:func:`~brushwork.fastconv.with_ring`). The 1x1 convolution
+        before the residual blocks makes the ring: zero padding of one pixel, then the ring refreshed."""
+        *front, pointwise, relu, block = self.enc1
+        x = image
+        for layer in front:
+            x = layer(x)
+        x = relu(refresh_ring(conv(x, pointwise.fast_weight, pointwise.conv_layer.bias, padding=RING,
+                                   relu=pointwise.fused_relu)))
+        shallow = block.ring_forward(x)
+        return shallow, self.enc2[0].ring_forward(shallow)
 
 
 class Modulator(nn.Module):
@@ -178,20 +220,20 @@ class Modulator(nn.Module):
     def _predictor() -> nn.Sequential:
         return nn.Sequential(ReflectConv(CHANNELS, CHANNELS, 3, groups=CHANNELS), nn.AdaptiveAvgPool2d(1))
 
-    def forward(self, features: tuple[torch.Tensor, torch.Tensor]):
+    def forward(self, features: tuple[torch.Tensor, torch.Tensor], ringed: bool = False):
+        """``ringed``: the features are ringed maps (fast path, :meth:`MicroEncoder.rings`)."""
         shallow, deep = features
-        predict = self._predict
-        return ((predict(self.weight1, shallow), predict(self.weight2, deep)),
-                (predict(self.bias1, shallow), predict(self.bias2, deep)))
+        if not self.weight1[0].pad_free:
+            return (self.weight1(shallow), self.weight2(deep)), (self.bias1(shallow), self.bias2(deep))
+        # fast path: the means of the convolutions without the convolutions (the same values, see
+        # fastconv.window_sums), from the window sums of each level
+        size = self.weight1[0].conv_layer.kernel_size[0]
+        sums = [window_sums(level, size, ringed=ringed) for level in features]
 
-    @staticmethod
-    def _predict(predictor: nn.Sequential, features: torch.Tensor) -> torch.Tensor:
-        layer = predictor[0]
-        if not layer.pad_free:
-            return predictor(features)
-        # fast path: the mean of the convolution without the convolution (same value, see mean_of_reflect_conv)
-        conv_layer = layer.conv_layer
-        return mean_of_reflect_conv(features, conv_layer.weight, conv_layer.bias, conv_layer.groups)
+        def predict(predictor: nn.Sequential, level: int) -> torch.Tensor:
+            conv_layer = predictor[0].conv_layer
+            return mean_from_window_sums(*sums[level], conv_layer.weight, conv_layer.bias, conv_layer.groups)
+        return (predict(self.weight1, 0), predict(self.weight2, 1)), (predict(self.bias1, 0), predict(self.bias2, 1))
 
 
 @dataclass(frozen=True)
@@ -334,14 +376,18 @@ class PhaseHead(nn.Module):
                         if index not in (0, 5))
                 and all(layer.conv_layer.stride == (1, 1) for layer in layers if isinstance(layer, ReflectConv)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ring: int = 0) -> torch.Tensor:
+        """``ring``: ``x`` holds a border ring of that many pixels (:func:`~brushwork.fastconv.with_ring`; the
+        first convolution reads it, its border bands come from the inside as always)."""
         plain, late = self.plain, self.late
+        ringed, x = x, (x[..., ring:-ring, ring:-ring] if ring else x)
         relu = lambda layer, weights=None: (lambda piece: F.relu(_plain(layer, weights=weights)(piece)))  # noqa: E731
         phases = lambda op: (lambda piece: F.pixel_unshuffle(op(piece), 2).to(late))  # noqa: E731
         strip = lambda name: (getattr(self, f"strip_{name}"), self.groups[f"strip_{name}"])  # noqa: E731
         # quarter -> half resolution (as phases on the quarter grid, then shuffled), 1x1 convolution
         half = self._phase_conv(x, self.kernel1, self.bias1, self.groups["kernel1"], True,
-                                phases(lambda piece: relu(plain["conv1"], strip("conv1"))(plain["up1"](piece.float()))))
+                                phases(lambda piece: relu(plain["conv1"], strip("conv1"))(plain["up1"](piece.float()))),
+                                ringed=ringed, ring=ring)
         half = F.pixel_shuffle(half, 2).contiguous(memory_format=torch.channels_last)
         half = conv(half, self.pointwise1, self.pointwise1_bias, relu=True)
         # half -> full resolution, kept as phases on the half grid
@@ -363,11 +409,16 @@ class PhaseHead(nn.Module):
 
     @staticmethod
     def _phase_conv(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor, groups: int, relu: bool,
-                    exact: Callable[[torch.Tensor], torch.Tensor], reach: int | None = None) -> torch.Tensor:
+                    exact: Callable[[torch.Tensor], torch.Tensor], reach: int | None = None,
+                    ringed: torch.Tensor | None = None, ring: int = 0) -> torch.Tensor:
         """A convolution on phases (zero padding), its border bands then taken from ``exact``, which is correct
-        on a crop except within ``reach`` rows of its cut edges (by default one more than the kernel's radius)."""
+        on a crop except within ``reach`` rows of its cut edges (by default one more than the kernel's radius).
+        ``ringed``: ``x`` with a ring of ``ring`` pixels around it, to convolve instead (no copy of the inside)."""
         radius = kernel.shape[-1] // 2
-        out = conv(x, kernel, bias, padding=radius, groups=groups, relu=relu)
+        if ringed is not None and 0 < ring <= radius:
+            out = conv(ringed, kernel, bias, padding=radius - ring, groups=groups, relu=relu)
+        else:
+            out = conv(x, kernel, bias, padding=radius, groups=groups, relu=relu)
         if radius == 0:
             return out
         return exact_borders(out, x, exact, wrong=radius, reach=radius + 1 if reach is None else reach)
@@ -377,7 +428,7 @@ def _padded_phases(phases: torch.Tensor, pad: int) -> torch.Tensor:
     """A map held as 2x2 phases, padded by reflection at full resolution (``2 pad`` pixels, ``pad`` rows of
     phases on each side)."""
     full = F.pad(F.pixel_shuffle(phases, 2), [2 * pad] * 4, mode="reflect")
-    return F.pixel_unshuffle(full, 2).contiguous(memory_format=_layout_of(phases))
+    return F.pixel_unshuffle(full, 2).contiguous(memory_format=layout_of(phases))
 
 
 def _shuffled_image(phases: torch.Tensor) -> torch.Tensor:
@@ -402,11 +453,6 @@ def _plain(layer: "ReflectConv", bias: bool = True,
             x = F.pad(x, [layer.padding] * 4, mode="reflect")
         return F.conv2d(x, weight.to(x.dtype), bias_, conv_layer.stride, groups=groups)
     return run
-
-
-def _layout_of(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
-        and not x.is_contiguous() else torch.contiguous_format
 
 
 DECODER_HEADS: dict[str, Callable[[], nn.Sequential]] = {
@@ -450,14 +496,26 @@ class MicroDecoder(nn.Module):
 
     def second_half(self, x: torch.Tensor, signals: StyleSignals, own=None) -> torch.Tensor:
         """The shallow level (FeatMod, FilterMod) and the head to RGB; ``own`` as in :meth:`first_half`."""
-        x = adaptive_instance_norm(x, signals.means[0], signals.stds[0], own)
-        low = self.dec2.compute_dtype
-        if low is not None and self.phase_head is not None and self.phase_head.late == low:
-            # fast path: the block's residual stream in the precision its convolutions and the head compute in
-            # (the residual addition fused into the second convolution, no conversions back and forth)
-            x = x.to(low)
+        x = self._shallow_stream(adaptive_instance_norm(x, signals.means[0], signals.stds[0], own))
         x = self.dec2(x, signals.filter_weights[0], signals.filter_biases[0])
         return self.dec3(x) if self.phase_head is None else self.phase_head(x)
+
+    def ring_forward(self, deep: torch.Tensor, signals: StyleSignals) -> torch.Tensor:
+        """The fast path's :meth:`forward` from the ringed deep map of :meth:`MicroEncoder.rings`, for the signals
+        of one style: both FilterMod blocks on ringed maps (AdaIN too: it is pointwise), the head on the inside."""
+        x = adaptive_instance_norm(deep, signals.means[1], signals.stds[1], mean_std(deep, ring=RING))
+        x = self.dec1.ring_forward(x, signals.filter_weights[1], signals.filter_biases[1])
+        x = adaptive_instance_norm(x, signals.means[0], signals.stds[0], mean_std(x, ring=RING))
+        x = self.dec2.ring_forward(self._shallow_stream(x), signals.filter_weights[0], signals.filter_biases[0])
+        return self.dec3(inside(x)) if self.phase_head is None else self.phase_head(x, ring=RING)
+
+    def _shallow_stream(self, x: torch.Tensor) -> torch.Tensor:
+        """Fast path: the shallow block's residual stream in the precision its convolutions and the head compute
+        in (the residual addition fused into the second convolution, no conversions back and forth)."""
+        low = self.dec2.compute_dtype
+        if low is not None and self.phase_head is not None and self.phase_head.late == low:
+            return x.to(low)
+        return x
 
 
 #: Receptive radius of each part, in pixels of its input, rounded up: the margin a tile needs to come out exact.
@@ -554,7 +612,12 @@ class MicroAST(nn.Module):
     def encode_style(self, style: torch.Tensor, tile: int | None = None) -> StyleSignals:
         """Style signals of Nx3xHxW images in [0, 1]; ``tile``: encode in tiles of that many pixels."""
         style = pad_to(style, 1)
-        if tile is None or (tile >= style.shape[-2] and tile >= style.shape[-1]):
+        untiled = tile is None or (tile >= style.shape[-2] and tile >= style.shape[-1])
+        if untiled and self.style_encoder.ringed:  # fast path: statistics and modulator from the ringed maps
+            rings = self.style_encoder.rings(style)
+            means, stds = zip(*(mean_std(level, ring=RING) for level in rings))
+            return StyleSignals(tuple(means), tuple(stds), *self.modulator(rings, ringed=True))
+        if untiled:
             features = self.style_encoder(style)
         else:  # both levels as one map, so that the tiles assemble them together
             both = map_tiles(lambda piece: torch.cat(self.style_encoder(piece), dim=1), style,
@@ -574,7 +637,11 @@ class MicroAST(nn.Module):
         height, width = content.shape[-2:]
         padded = pad_to(content, SIZE_MULTIPLE)
         if tile is None:
-            return self.decoder(self.content_encoder(padded), signals)[..., :height, :width]
+            if self.content_encoder.ringed and signals.filter_weights[0].shape[0] == 1:
+                deep = self.content_encoder.rings(padded)[1]
+                return self.decoder.ring_forward(deep, signals)[..., :height, :width]
+            encoded = tuple(self._layout(level) for level in self.content_encoder(padded))
+            return self.decoder(encoded, signals)[..., :height, :width]
         output = paint_in_tiles(
             padded, tile, progress=progress, second_halo=SECOND_HALF_HALO[self.decoder.head],
             encode=lambda piece: self.content_encoder(piece)[1],
