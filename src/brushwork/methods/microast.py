@@ -393,9 +393,40 @@ class PhaseHead(nn.Module):
         # half -> full resolution, kept as phases on the half grid
         full = self._phase_conv(half, self.kernel2, self.bias2, self.groups["kernel2"], True,
                                 phases(lambda piece: relu(plain["conv2"], strip("conv2"))(plain["up2"](piece.float()))))
-        # the full-resolution layers, on the phases; their borders from the same convolution on strips padded by
-        # reflection at full resolution (as the layer pads; taps beyond its own reach are zeros in the kernel)
-        for index, (layer, then_relu) in enumerate(plain["layers"]):
+        return _shuffled_image(self._full_resolution_layers(full))
+
+    def _full_resolution_layers(self, full: torch.Tensor) -> torch.Tensor:
+        """The layers after the upsamplings, on the phases: with a ring of phases around the map that holds its
+        full-resolution reflection (:func:`_refresh_phase_ring`), as the layers pad, so every inside output is
+        exact; for maps too small for the ring, each layer's border bands from strips padded by reflection."""
+        layers = self.plain["layers"]
+        kernels = [(getattr(self, f"layer{index}"), getattr(self, f"layer{index}_bias"), self.groups[f"layer{index}"],
+                    then_relu) for index, (_, then_relu) in enumerate(layers)]
+        ring = max(kernel.shape[-1] // 2 for kernel, *_ in kernels)
+        if ring == 0 or min(full.shape[-2:]) <= 2 * ring + 1:
+            return self._layers_with_strips(full)
+        if kernels[0][0].shape[-1] == 1:  # a pointwise first layer makes the ring: zero padding, then refreshed
+            kernel, bias, groups, then_relu = kernels.pop(0)
+            full = conv(full, kernel, bias, padding=ring, groups=groups, relu=then_relu)
+        else:
+            full = _padded_phases(full, ring)
+        full = _refresh_phase_ring(full, ring)
+        for index, (kernel, bias, groups, then_relu) in enumerate(kernels):
+            radius = kernel.shape[-1] // 2
+            if index < len(kernels) - 1:
+                full = _refresh_phase_ring(conv(full, kernel, bias, padding=radius, groups=groups, relu=then_relu), ring)
+            else:  # the last one gives the inside only
+                full = conv(full, kernel, bias, padding=radius, groups=groups, relu=then_relu)
+                full = full[..., ring:-ring, ring:-ring]
+        return full
+
+    def _layers_with_strips(self, full: torch.Tensor) -> torch.Tensor:
+        """:meth:`_full_resolution_layers` with each layer's borders from the same convolution on strips padded
+        by reflection at full resolution (as the layer pads; taps beyond its own reach are zeros in the kernel)."""
+        late = self.late
+        relu = lambda layer: (lambda piece: F.relu(_plain(layer)(piece)))  # noqa: E731
+        phases = lambda op: (lambda piece: F.pixel_unshuffle(op(piece), 2).to(late))  # noqa: E731
+        for index, (layer, then_relu) in enumerate(self.plain["layers"]):
             kernel, bias, groups = (getattr(self, f"layer{index}"), getattr(self, f"layer{index}_bias"),
                                     self.groups[f"layer{index}"])
             radius = kernel.shape[-1] // 2
@@ -405,7 +436,7 @@ class PhaseHead(nn.Module):
                     return phases((relu(layer) if then_relu else _plain(layer)))(F.pixel_shuffle(piece.float(), 2))
                 return conv(_padded_phases(piece, radius), kernel, bias, groups=groups, relu=then_relu)
             full = self._phase_conv(full, kernel, bias, groups, then_relu, exact, reach=radius)
-        return _shuffled_image(full)
+        return full
 
     @staticmethod
     def _phase_conv(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor, groups: int, relu: bool,
@@ -429,6 +460,36 @@ def _padded_phases(phases: torch.Tensor, pad: int) -> torch.Tensor:
     phases on each side)."""
     full = F.pad(F.pixel_shuffle(phases, 2), [2 * pad] * 4, mode="reflect")
     return F.pixel_unshuffle(full, 2).contiguous(memory_format=layout_of(phases))
+
+
+def _refresh_phase_ring(phases: torch.Tensor, ring: int) -> torch.Tensor:
+    """Fill the ring of ``ring`` rows of phases around a map held as 2x2 phases (channel ``4c + 2 py + px`` is
+    pixel (2y + py, 2x + px) of channel c) with its reflection at full resolution, as :func:`_padded_phases`
+    makes it; in place, returns ``phases``."""
+    batch, channels, height, width = phases.shape
+    grid = phases.view(batch, channels // 4, 2, 2, height, width)  # c, py, px, y, x
+    inner_h, inner_w = height - 2 * ring, width - 2 * ring
+
+    def sources(inner: int) -> list[tuple[int, int, int, int]]:
+        """(ring position, phase, source position, source phase) of one axis: full-resolution position -k shows
+        +k, and the last position + k shows the last - k."""
+        pairs = []
+        for step in range(1, ring + 1):
+            for phase in (0, 1):
+                # before the map: full-resolution position 2 (-step) + phase
+                position = -2 * step + phase
+                pairs.append((ring - step, phase, ring + (-position) // 2, (-position) % 2))
+                # after the map: full-resolution position 2 (inner - 1 + step) + phase
+                position = 2 * (inner - 1 + step) + phase
+                mirrored = 2 * (2 * inner - 1) - position
+                pairs.append((ring + inner - 1 + step, phase, ring + mirrored // 2, mirrored % 2))
+        return pairs
+
+    for row, phase, source, source_phase in sources(inner_h):  # the rows of the ring, inside columns
+        grid[:, :, phase, :, row, ring:ring + inner_w] = grid[:, :, source_phase, :, source, ring:ring + inner_w]
+    for column, phase, source, source_phase in sources(inner_w):  # then the columns, every row
+        grid[:, :, :, phase, :, column] = grid[:, :, :, source_phase, :, source]
+    return phases
 
 
 def _shuffled_image(phases: torch.Tensor) -> torch.Tensor:
