@@ -82,6 +82,27 @@ class ReflectConv(nn.Module):
         return (F.relu(out) if self.fused_relu else out).to(given)
 
 
+    def ringed_output(self, x: torch.Tensor) -> torch.Tensor:
+        """Fast path, stride 1: the output with a ring of :data:`~brushwork.fastconv.RING` pixels around it from
+        an input without one; the ring holds wrong values until :func:`~brushwork.fastconv.refresh_ring`. A 1x1
+        convolution takes zero padding for it, a larger one a reflection-padded copy (cheap for an image's
+        three channels)."""
+        conv_layer, pad = self.conv_layer, RING
+        if conv_layer.stride[0] != 1:
+            raise ValueError("a ringed output needs a stride-1 convolution")
+        if self.padding:
+            x, pad = F.pad(x.to(self.fast_weight.dtype), [self.padding + RING] * 4, mode="reflect"), 0
+        return conv(x, self.fast_weight, conv_layer.bias, padding=pad, groups=self.fast_groups,
+                    relu=self.fused_relu).to(x.dtype)
+
+    def from_ring(self, ringed: torch.Tensor) -> torch.Tensor:
+        """Fast path: the convolution of a map held with a ring (the reflection it pads with; kernels up to
+        3x3), exact everywhere, without a ring."""
+        conv_layer = self.conv_layer
+        return conv(ringed, self.fast_weight, conv_layer.bias, padding=self.padding - RING,
+                    stride=conv_layer.stride[0], groups=self.fast_groups, relu=self.fused_relu).to(ringed.dtype)
+
+
 class ResidualBlock(nn.Module):
     """x + conv(relu(conv(x))) with 3x3 reflection-padded convolutions."""
 
@@ -194,15 +215,13 @@ class MicroEncoder(nn.Module):
         return self.enc2[0].conv1.pad_free
 
     def rings(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fast path: both levels as ringed maps (:func:`~brushwork.fastconv.with_ring`). The 1x1 convolution
-        before the residual blocks makes the ring: zero padding of one pixel, then the ring refreshed."""
-        *front, pointwise, relu, block = self.enc1
-        x = image
-        for layer in front:
-            x = layer(x)
-        x = relu(refresh_ring(conv(x, pointwise.fast_weight, pointwise.conv_layer.bias, padding=RING,
-                                   relu=pointwise.fused_relu)))
-        shallow = block.ring_forward(x)
+        """Fast path: both levels as ringed maps (:func:`~brushwork.fastconv.with_ring`). Each stride-2
+        convolution reads a ring that the layer before it made (:meth:`ReflectConv.ringed_output`), so no
+        convolution needs its borders recomputed."""
+        stem, relu1, down1, relu2, pointwise1, relu3, down2, relu4, pointwise2, relu5, block = self.enc1
+        x = relu2(down1.from_ring(refresh_ring(relu1(stem.ringed_output(image)))))
+        x = relu4(down2.from_ring(refresh_ring(relu3(pointwise1.ringed_output(x)))))
+        shallow = block.ring_forward(refresh_ring(relu5(pointwise2.ringed_output(x))))
         return shallow, self.enc2[0].ring_forward(shallow)
 
 
