@@ -404,14 +404,18 @@ class PhaseHead(nn.Module):
         phases = lambda op: (lambda piece: F.pixel_unshuffle(op(piece), 2).to(late))  # noqa: E731
         strip = lambda name: (getattr(self, f"strip_{name}"), self.groups[f"strip_{name}"])  # noqa: E731
         # quarter -> half resolution (as phases on the quarter grid, then shuffled), 1x1 convolution
+        # a strip cut across the map is exact this many rows from the cut: the upsampling clamps at the cut one
+        # row in for bilinear interpolation, two for bicubic, then the convolution reads one more
+        reach = 1 if plain["up1"].mode == "bilinear" else 2
         half = self._phase_conv(x, self.kernel1, self.bias1, self.groups["kernel1"], True,
                                 phases(lambda piece: relu(plain["conv1"], strip("conv1"))(plain["up1"](piece.float()))),
-                                ringed=ringed, ring=ring)
+                                reach=reach, ringed=ringed, ring=ring)
         half = F.pixel_shuffle(half, 2).contiguous(memory_format=torch.channels_last)
         half = conv(half, self.pointwise1, self.pointwise1_bias, relu=True)
         # half -> full resolution, kept as phases on the half grid
         full = self._phase_conv(half, self.kernel2, self.bias2, self.groups["kernel2"], True,
-                                phases(lambda piece: relu(plain["conv2"], strip("conv2"))(plain["up2"](piece.float()))))
+                                phases(lambda piece: relu(plain["conv2"], strip("conv2"))(plain["up2"](piece.float()))),
+                                reach=reach)
         return _shuffled_image(self._full_resolution_layers(full))
 
     def _full_resolution_layers(self, full: torch.Tensor) -> torch.Tensor:
