@@ -32,8 +32,6 @@ KEEP_FREED_MEMORY_VARIABLE = "BRUSHWORK_KEEP_FREED_MEMORY"
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _DEFAULT_MMAP_MAX = 65536
-# madvise advice (Linux's mman.h): fault in a range's pages now, for writing
-_MADV_POPULATE_WRITE = 23
 
 #: Whether this process keeps freed memory for reuse (set by :func:`configure`).
 keeps_freed_memory = False
@@ -73,24 +71,6 @@ def own_mapping() -> Iterator[None]:
         yield
     finally:
         libc.mallopt(_M_MMAP_MAX, 0)
-
-
-def prefault(tensor) -> None:
-    """Fault in the pages of a freshly allocated CPU tensor in one system call (``madvise(MADV_POPULATE_WRITE)``,
-    Linux 5.14 and later; elsewhere nothing happens and its first writes fault the pages in as usual). For the
-    full-size maps of :func:`own_mapping`: measured on 2 virtualised cores, 100 MB in 17-19 ms, against 10-200 ms
-    when the tiles' writes fault it in page by page (the kernel compacting memory for huge pages on the way)."""
-    if tensor.device.type != "cpu" or not sys.platform.startswith("linux") or tensor.numel() == 0:
-        return
-    try:
-        madvise = _libc().madvise
-    except (OSError, AttributeError):
-        return
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    page = os.sysconf("SC_PAGE_SIZE")
-    begin = tensor.data_ptr() // page * page
-    end = tensor.data_ptr() + tensor.untyped_storage().nbytes()
-    madvise(begin, end - begin, _MADV_POPULATE_WRITE)  # fails harmlessly (EINVAL) on older kernels
 
 
 @functools.cache

@@ -23,7 +23,7 @@ import torch
 
 from .errors import BrushworkError
 from .fastconv import image_edges
-from .process import own_mapping, prefault
+from .process import own_mapping
 
 #: A stage: a tile of its input (Nx C x h x w) to its output at ``scale`` times the resolution.
 Stage = Callable[[torch.Tensor], torch.Tensor]
@@ -95,7 +95,6 @@ def map_tiles(stage: Stage, source: torch.Tensor | Sequence[torch.Tensor], *, sc
                 output = torch.empty((*result.shape[:-2], out_height, out_width), dtype=store or result.dtype,
                                      device=result.device,
                                      memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-            prefault(output)
         # Interior edges are multiples of ``multiple`` and scale exactly; at the image's far edges the stage's
         # own rounding (ceil for padded strided convolutions, floor for poolings without ceil mode) decides.
         out_top, out_left = _scaled(piece.top, scale), _scaled(piece.left, scale)
