@@ -51,6 +51,12 @@ def image_edges(top: bool, bottom: bool, left: bool, right: bool) -> Iterator[No
         _IMAGE_EDGES.reset(token)
 
 
+def whole_map() -> bool:
+    """Whether every side of the maps being computed is the image's border (no tile cut them, see
+    :func:`image_edges`)."""
+    return all(_IMAGE_EDGES.get())
+
+
 def _fused_relu_available(x: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))

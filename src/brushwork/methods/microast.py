@@ -27,7 +27,7 @@ from ..errors import BrushworkError, WeightsError
 from ..weights import read_state_dict
 from ..fastconv import (RING, STRIP_CHANNELS_PER_GROUP, conv, exact_borders, fast_groups, grouped, inside, layout_of,
                         mean_from_window_sums, phase_kernel, reflect_conv, refresh_ring, regrouped, ring_conv,
-                        window_sums)
+                        whole_map, window_sums)
 from ..functional import adaptive_instance_norm, blend, mean_std, normalize_weights
 from ..tiling import count_tiles, map_statistics, map_tiles, tile_for_budget
 
@@ -421,12 +421,13 @@ class PhaseHead(nn.Module):
     def _full_resolution_layers(self, full: torch.Tensor) -> torch.Tensor:
         """The layers after the upsamplings, on the phases: with a ring of phases around the map that holds its
         full-resolution reflection (:func:`_refresh_phase_ring`), as the layers pad, so every inside output is
-        exact; for maps too small for the ring, each layer's border bands from strips padded by reflection."""
+        exact. Tiles (whose cut sides need no exact border: their margin is thrown away) and maps too small for
+        the ring take each layer's border bands at the image's sides from strips padded by reflection."""
         layers = self.plain["layers"]
         kernels = [(getattr(self, f"layer{index}"), getattr(self, f"layer{index}_bias"), self.groups[f"layer{index}"],
                     then_relu) for index, (_, then_relu) in enumerate(layers)]
         ring = max(kernel.shape[-1] // 2 for kernel, *_ in kernels)
-        if ring == 0 or min(full.shape[-2:]) <= 2 * ring + 1:
+        if ring == 0 or min(full.shape[-2:]) <= 2 * ring + 1 or not whole_map():
             return self._layers_with_strips(full)
         if kernels[0][0].shape[-1] == 1:  # a pointwise first layer makes the ring: zero padding, then refreshed
             kernel, bias, groups, then_relu = kernels.pop(0)
