@@ -640,7 +640,8 @@ class MicroAST(nn.Module):
         """Turn on the fast inference path for this model's device, in place; returns the model.
 
         The same arithmetic in faster shapes (:mod:`brushwork.fastconv`): channels-last layout, convolutions
-        without padding copies (exact borders from strips), ReLUs and residual additions fused into the
+        without padding copies (the quarter-resolution maps carry a one-pixel ring that holds their reflection;
+        elsewhere exact borders from strips), ReLUs and residual additions fused into the
         convolutions (oneDNN on the CPU), FilterMod folded into the convolution weights, the modulator's means
         without its convolutions, and the bilinear head on the low-resolution grids (:class:`PhaseHead`). Then a
         lower precision where the hardware computes it natively (bfloat16 on CPUs with AVX-512 BF16 or AMX,
