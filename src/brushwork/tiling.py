@@ -91,8 +91,10 @@ def map_tiles(stage: Stage, source: torch.Tensor | Sequence[torch.Tensor], *, sc
             # in the stage's memory layout (channels-last on the fast path): no transposing copy per tile
             channels_last = result.dim() == 4 and not result.is_contiguous() and result.is_contiguous(
                 memory_format=torch.channels_last)
-            with own_mapping():
-                output = torch.empty((*result.shape[:-2], out_height, out_width), dtype=store or result.dtype,
+            dtype = store or result.dtype
+            nbytes = result.shape[:-2].numel() * out_height * out_width * dtype.itemsize
+            with own_mapping(nbytes):
+                output = torch.empty((*result.shape[:-2], out_height, out_width), dtype=dtype,
                                      device=result.device,
                                      memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         # Interior edges are multiples of ``multiple`` and scale exactly; at the image's far edges the stage's
