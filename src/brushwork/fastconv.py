@@ -165,10 +165,14 @@ def with_ring(x: torch.Tensor) -> torch.Tensor:
 def refresh_ring(ringed: torch.Tensor) -> torch.Tensor:
     """Put the reflection of the inside back into the ring of a map made by a convolution with zero padding on a
     ringed map (whose ring outputs are wrong); in place, returns ``ringed``."""
-    ringed[..., 1:-1, 0] = ringed[..., 1:-1, 2]
-    ringed[..., 1:-1, -1] = ringed[..., 1:-1, -3]
-    ringed[..., 0, :] = ringed[..., 2, :]
-    ringed[..., -1, :] = ringed[..., -3, :]
+    height, width = ringed.shape[-2:]
+    rows = slice(RING, height - RING)
+    for step in range(1, RING + 1):  # the columns beside the inside rows, then whole rows (corners included)
+        ringed[..., rows, RING - step] = ringed[..., rows, RING + step]
+        ringed[..., rows, width - 1 - RING + step] = ringed[..., rows, width - 1 - RING - step]
+    for step in range(1, RING + 1):
+        ringed[..., RING - step, :] = ringed[..., RING + step, :]
+        ringed[..., height - 1 - RING + step, :] = ringed[..., height - 1 - RING - step, :]
     return ringed
 
 

@@ -398,25 +398,30 @@ class PhaseHead(nn.Module):
     def forward(self, x: torch.Tensor, ring: int = 0) -> torch.Tensor:
         """``ring``: ``x`` holds a border ring of that many pixels (:func:`~brushwork.fastconv.with_ring`; the
         first convolution reads it, its border bands come from the inside as always)."""
-        plain, late = self.plain, self.late
         ringed, x = x, (x[..., ring:-ring, ring:-ring] if ring else x)
-        relu = lambda layer, weights=None: (lambda piece: F.relu(_plain(layer, weights=weights)(piece)))  # noqa: E731
-        phases = lambda op: (lambda piece: F.pixel_unshuffle(op(piece), 2).to(late))  # noqa: E731
-        strip = lambda name: (getattr(self, f"strip_{name}"), self.groups[f"strip_{name}"])  # noqa: E731
-        # quarter -> half resolution (as phases on the quarter grid, then shuffled), 1x1 convolution
         # a strip cut across the map is exact this many rows from the cut: the upsampling clamps at the cut one
         # row in for bilinear interpolation, two for bicubic, then the convolution reads one more
-        reach = 1 if plain["up1"].mode == "bilinear" else 2
-        half = self._phase_conv(x, self.kernel1, self.bias1, self.groups["kernel1"], True,
-                                phases(lambda piece: relu(plain["conv1"], strip("conv1"))(plain["up1"](piece.float()))),
+        reach = 1 if self.plain["up1"].mode == "bilinear" else 2
+        # quarter -> half resolution (as phases on the quarter grid, then shuffled), 1x1 convolution
+        half = self._phase_conv(x, self.kernel1, self.bias1, self.groups["kernel1"], True, self._upsampling("1"),
                                 reach=reach, ringed=ringed, ring=ring)
         half = F.pixel_shuffle(half, 2).contiguous(memory_format=torch.channels_last)
         half = conv(half, self.pointwise1, self.pointwise1_bias, relu=True)
         # half -> full resolution, kept as phases on the half grid
-        full = self._phase_conv(half, self.kernel2, self.bias2, self.groups["kernel2"], True,
-                                phases(lambda piece: relu(plain["conv2"], strip("conv2"))(plain["up2"](piece.float()))),
+        full = self._phase_conv(half, self.kernel2, self.bias2, self.groups["kernel2"], True, self._upsampling("2"),
                                 reach=reach)
         return _shuffled_image(self._full_resolution_layers(full))
+
+    def _upsampling(self, stage: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The plain layers of upsampling stage "1" or "2" (upsampling, convolution with the strips' groups, ReLU)
+        as phases: the exact computation for the border strips of its phase convolution."""
+        layer, up = self.plain[f"conv{stage}"], self.plain[f"up{stage}"]
+        weights = (getattr(self, f"strip_conv{stage}"), self.groups[f"strip_conv{stage}"])
+        return self._as_phases(lambda piece: _plain_relu(layer, weights)(up(piece.float())))
+
+    def _as_phases(self, op: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``op`` (to a full-resolution map) with its output as 2x2 phases in the head's late dtype."""
+        return lambda piece: F.pixel_unshuffle(op(piece), 2).to(self.late)
 
     def _full_resolution_layers(self, full: torch.Tensor) -> torch.Tensor:
         """The layers after the upsamplings, on the phases: with a ring of phases around the map that holds its
@@ -431,10 +436,9 @@ class PhaseHead(nn.Module):
             return self._layers_with_strips(full)
         if kernels[0][0].shape[-1] == 1:  # a pointwise first layer makes the ring: zero padding, then refreshed
             kernel, bias, groups, then_relu = kernels.pop(0)
-            full = conv(full, kernel, bias, padding=ring, groups=groups, relu=then_relu)
+            full = _refresh_phase_ring(conv(full, kernel, bias, padding=ring, groups=groups, relu=then_relu), ring)
         else:
             full = _padded_phases(full, ring)
-        full = _refresh_phase_ring(full, ring)
         for index, (kernel, bias, groups, then_relu) in enumerate(kernels):
             radius = kernel.shape[-1] // 2
             if index < len(kernels) - 1:
@@ -447,9 +451,6 @@ class PhaseHead(nn.Module):
     def _layers_with_strips(self, full: torch.Tensor) -> torch.Tensor:
         """:meth:`_full_resolution_layers` with each layer's borders from the same convolution on strips padded
         by reflection at full resolution (as the layer pads; taps beyond its own reach are zeros in the kernel)."""
-        late = self.late
-        relu = lambda layer: (lambda piece: F.relu(_plain(layer)(piece)))  # noqa: E731
-        phases = lambda op: (lambda piece: F.pixel_unshuffle(op(piece), 2).to(late))  # noqa: E731
         for index, (layer, then_relu) in enumerate(self.plain["layers"]):
             kernel, bias, groups = (getattr(self, f"layer{index}"), getattr(self, f"layer{index}_bias"),
                                     self.groups[f"layer{index}"])
@@ -457,7 +458,8 @@ class PhaseHead(nn.Module):
 
             def exact(piece, layer=layer, then_relu=then_relu, kernel=kernel, bias=bias, groups=groups, radius=radius):
                 if radius >= min(piece.shape[-2:]):  # too small to pad by reflection: the layer itself
-                    return phases((relu(layer) if then_relu else _plain(layer)))(F.pixel_shuffle(piece.float(), 2))
+                    plain = _plain_relu(layer) if then_relu else _plain(layer)
+                    return self._as_phases(plain)(F.pixel_shuffle(piece.float(), 2))
                 return conv(_padded_phases(piece, radius), kernel, bias, groups=groups, relu=then_relu)
             full = self._phase_conv(full, kernel, bias, groups, then_relu, exact, reach=radius)
         return full
@@ -522,6 +524,12 @@ def _shuffled_image(phases: torch.Tensor) -> torch.Tensor:
     batch, channels, height, width = phases.shape
     grouped_phases = phases.permute(0, 2, 3, 1).reshape(batch, height, width, channels // 4, 2, 2)
     return grouped_phases.permute(0, 3, 1, 4, 2, 5).float().reshape(batch, channels // 4, 2 * height, 2 * width)
+
+
+def _plain_relu(layer: "ReflectConv", weights: tuple[torch.Tensor, int] | None = None,
+                ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`_plain`, then a ReLU."""
+    return lambda x: F.relu(_plain(layer, weights=weights)(x))
 
 
 def _plain(layer: "ReflectConv", bias: bool = True,
