@@ -222,3 +222,47 @@ def test_fast_path_in_float32_is_the_plain_network(official_model, monkeypatch, 
         signals = fast.encode_style(style)
         torch.testing.assert_close(fast.stylize(content, [signals]), expected, atol=2e-4, rtol=1e-4)
         assert psnr(fast.stylize(content, [signals], tile=64), expected) >= 55  # float16 maps between stages
+
+
+def test_a_low_precision_convolution_added_to_a_float32_stream_keeps_the_streams_precision():
+    """bfloat16 output rounding is relative to the values: centring the output keeps channels with large means
+    precise (microast._add_low_precision), and the bias it took off comes back exactly."""
+    torch.manual_seed(6)
+    stream = torch.randn(1, 16, 20, 24).contiguous(memory_format=CL)
+    hidden = (torch.rand(1, 16, 20, 24) + torch.linspace(0, 40, 16).view(1, -1, 1, 1)).bfloat16()
+    weight = (torch.randn(16, 16, 3, 3) / 30).bfloat16().contiguous(memory_format=CL)
+    bias = torch.randn(16).bfloat16() * 10
+    hidden = hidden.contiguous(memory_format=CL)
+    expected = stream.double() + plain_reflect_conv(hidden.double(), weight.double(), bias.double())
+    with torch.inference_mode():
+        centred = microast._add_low_precision(stream, hidden, weight, bias, reflect_conv)
+        rounded = stream + reflect_conv(hidden, weight, bias).float()
+    assert centred.dtype == torch.float32
+    error, rounded_error = ((out.double() - expected).abs().max().item() for out in (centred, rounded))
+    assert error < 0.02 and error < rounded_error / 4
+
+
+def test_the_deep_block_on_centred_bfloat16_maps_is_the_block_up_to_its_scale_and_constants(official_model):
+    """MicroDecoder's whole-map fast path: the deep FilterMod block on the instance normalisation of a ringed
+    map, without making it, in bfloat16 on centred maps, gives z whose normalisation is the block output's."""
+    torch.manual_seed(7)
+    model = official_model
+    with torch.inference_mode():
+        signals = model.encode_style(torch.rand(1, 3, 96, 96))
+        deep = model.content_encoder(torch.rand(1, 3, 120, 152))[1].contiguous(memory_format=CL)
+        x = microast.adaptive_instance_norm(deep, signals.means[1], signals.stds[1])
+        output = model.decoder.dec1(x, signals.filter_weights[1], signals.filter_biases[1])
+        mean, std = microast.mean_std(deep)
+        scale = signals.stds[1] / std
+        ringed = fastconv.with_ring(deep)
+        centred = (scale * ringed + signals.means[1] - mean * scale - signals.means[1]).bfloat16()
+        z = model.decoder.dec1.centred_forward(ringed, centred, signals.means[1], signals.filter_weights[1],
+                                               signals.filter_biases[1], fastconv.ring_conv, output_scale=1 / scale)
+        assert z.dtype == torch.float32 and z.shape[-2:] == (32, 40)
+        difference = scale * fastconv.inside(z) - output  # constant in each channel
+        spread = (difference - difference.mean(dim=(2, 3), keepdim=True)).abs().max()
+        assert spread < 1e-3 * output.abs().max()
+        normalised = [microast.adaptive_instance_norm(level, signals.means[0], signals.stds[0])
+                      for level in (output, fastconv.inside(z))]
+        error = (normalised[1] - normalised[0]).square().mean() / normalised[0].var()
+        assert error < 2e-6  # 5e-7 measured; 1.3e-4 in bfloat16 without the centring

@@ -136,13 +136,14 @@ def test_fast_path_uses_bfloat16_only_where_the_cpu_has_it(official_model):
     low = {name for name, module in model.named_modules()
            if isinstance(module, microast.ReflectConv) and module.compute_dtype is not None}
     if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        assert low == {"content_encoder.enc1.10.conv1", "content_encoder.enc1.10.conv2", "content_encoder.enc2.0.conv1",
-                       *(f"style_encoder.{block}.{conv}" for block in ("enc1.10", "enc2.0") for conv in ("conv1", "conv2"))}
-        # the deep FilterMod block amplifies rounding and stays fp32; the shallow one and the head do not
-        assert model.decoder.dec1.compute_dtype is None and model.decoder.dec2.compute_dtype == torch.bfloat16
+        assert low == {f"{encoder}.{block}.{conv}" for encoder in ("content_encoder", "style_encoder")
+                       for block in ("enc1.10", "enc2.0") for conv in ("conv1", "conv2")}
+        # the deep FilterMod block amplifies rounding: bfloat16 on centred maps, on whole maps only
+        assert model.decoder.dec1.compute_dtype is None and model.decoder.centred_dtype == torch.bfloat16
+        assert model.decoder.dec2.compute_dtype == torch.bfloat16
         assert model.decoder.phase_head.layer1.dtype == torch.bfloat16
     else:
-        assert low == set() and model.decoder.dec2.compute_dtype is None
+        assert low == set() and model.decoder.dec2.compute_dtype is None and model.decoder.centred_dtype is None
         assert model.decoder.phase_head.layer1.dtype == torch.float32
     # grouped: four phases per channel, two channels per group merged into groups of four (fastconv.regrouped)
     assert model.decoder.phase_head.kernel1.shape == (128, 4, 3, 3)

@@ -28,7 +28,7 @@ from ..weights import read_state_dict
 from ..fastconv import (RING, STRIP_CHANNELS_PER_GROUP, conv, exact_borders, fast_groups, grouped, inside, layout_of,
                         mean_from_window_sums, phase_kernel, reflect_conv, refresh_ring, regrouped, ring_conv,
                         whole_map, window_sums)
-from ..functional import adaptive_instance_norm, blend, mean_std, normalize_weights
+from ..functional import EPS, adaptive_instance_norm, blend, mean_std, normalize_weights
 from ..tiling import count_tiles, map_statistics, map_tiles, tile_for_budget
 
 #: The encoders halve the size twice, so the decoder works on sizes that are multiples of 4.
@@ -148,6 +148,35 @@ class ModulatedResidualBlock(ResidualBlock):
         """The fast path's block from a ringed map to a ringed map, for signals of one image."""
         return _ring_residual(ringed, *self._modulated_weights(weight, bias, ringed))
 
+    def centred_forward(self, stream: torch.Tensor, centred: torch.Tensor, mean: torch.Tensor, weight: torch.Tensor,
+                        bias: torch.Tensor, convolve: Callable[..., torch.Tensor],
+                        output_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The fast path's block with both convolutions in ``centred``'s lower precision (signals of one image).
+
+        Its input ``x`` is given twice: ``centred`` is ``x - mean`` in the lower precision (``mean``: 1xCx1x1,
+        about ``x``'s channel means), ``stream`` is the float32 map the block's residual is added to: ``x``
+        itself, or, with ``output_scale`` (1xCx1x1), any map ``u`` with ``x = u / output_scale`` plus a per-channel
+        constant, for which the block returns ``stream + output_scale * residual`` without that constant (for an
+        instance normalisation next, which takes it out: :meth:`MicroDecoder.ring_forward`). ``convolve``:
+        :func:`~brushwork.fastconv.reflect_conv`, or :func:`~brushwork.fastconv.ring_conv` for ringed maps.
+
+        Rounded to bfloat16 uncentred, the block's large channel means would cost their precision (12 dB PSNR
+        on ten evaluation pairs; 0.5 dB centred): its input is centred; its hidden map is ``relu(h) - c``, with
+        ``c`` the mean of ``h`` where positive (``max(h - c, -c)`` from the convolution's output ``h - c``); its
+        second convolution gives its output less its estimated mean (:func:`_add_low_precision`). The constants
+        go to the biases, as the kernels sum them.
+        """
+        low = centred.dtype
+        (w1, b1), (w2, b2) = (self._folded(layer.conv_layer, weight, bias, stream) for layer in (self.conv1, self.conv2))
+        first_means = _kernel_sums(w1) @ mean.reshape(-1) + b1
+        hidden_mean = first_means.clamp(min=0).to(low)
+        hidden = convolve(centred, w1.to(low), (first_means - hidden_mean.float()).to(low))
+        hidden = torch.maximum(hidden, -hidden_mean.view(1, -1, 1, 1))
+        b2 = b2 + _kernel_sums(w2) @ hidden_mean.float()
+        if output_scale is not None:
+            w2, b2 = w2 * output_scale.reshape(-1, 1, 1, 1), b2 * output_scale.reshape(-1)
+        return _add_low_precision(stream, hidden, w2.to(low), b2, convolve, exact_level=output_scale is None)
+
     def _modulated_weights(self, weight: torch.Tensor, bias: torch.Tensor, like: torch.Tensor):
         dtype = self.compute_dtype or like.dtype
         return [tuple(value.to(dtype) for value in self._folded(layer.conv_layer, weight, bias, like))
@@ -169,10 +198,10 @@ def _fast_residual(x: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor],
                    second: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """``x + conv2(relu(conv1(x)))`` of two reflection-padded 3x3 convolutions given as (weight, bias), without
     padding copies: the hidden map in the weights' dtype, the residual stream in ``x``'s (added by oneDNN when
-    the two agree)."""
+    the two agree, else by :func:`_add_low_precision`)."""
     hidden = reflect_conv(x, *first, relu=True)
     if second[0].dtype != x.dtype:
-        return x + reflect_conv(hidden, *second).to(x.dtype)
+        return _add_low_precision(x, hidden, *second, reflect_conv)
     return reflect_conv(hidden, *second, residual=x)
 
 
@@ -181,8 +210,41 @@ def _ring_residual(ringed: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor
     """:func:`_fast_residual` from a ringed map to a ringed map (:func:`~brushwork.fastconv.ring_conv`)."""
     hidden = ring_conv(ringed, *first, relu=True)
     if second[0].dtype != ringed.dtype:
-        return ringed + ring_conv(hidden, *second).to(ringed.dtype)
+        return _add_low_precision(ringed, hidden, *second, ring_conv)
     return ring_conv(hidden, *second, residual=ringed)
+
+
+#: The channel means that centre low-precision maps (:func:`_output_means`) are estimated from every this many
+#: rows and columns of the map they come from.
+CENTRE_SAMPLE = 8
+
+
+def _add_low_precision(stream: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       convolve: Callable[..., torch.Tensor], exact_level: bool = True) -> torch.Tensor:
+    """``stream + convolve(hidden, weight, bias)`` for a convolution that computes in a lower precision than the
+    residual stream (bfloat16 into float32) and gives its output in that precision. Rounded as it is, a channel
+    with a large mean would lose the stream's precision (measured: 6 dB for MicroAST's content encoder), so the
+    convolution gives its output less its estimated channel means (a smaller bias), and the float32 difference
+    between the bias and the one it used is added back after the sum; ``exact_level=False`` leaves that
+    per-channel constant out (for a map an instance normalisation takes next)."""
+    weight = weight.contiguous(memory_format=layout_of(hidden))
+    low_bias = (bias.float() - _output_means(hidden, weight, bias)).to(weight.dtype)
+    out = stream + convolve(hidden, weight, low_bias)  # float32 from a bfloat16 output, in one pass
+    return out.add_((bias.float() - low_bias.float()).view(1, -1, 1, 1)) if exact_level else out
+
+
+def _output_means(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """An estimate of the channel means (float32, one a channel) of a stride-1 convolution of ``x``, from the mean
+    of every :data:`CENTRE_SAMPLE`-th row and column of ``x`` (borders left out): for centring its output, which
+    needs no exact mean."""
+    sample = x[..., ::CENTRE_SAMPLE, ::CENTRE_SAMPLE].float().mean(dim=(0, 2, 3))
+    return _kernel_sums(weight) @ sample + (0.0 if bias is None else bias.float())
+
+
+def _kernel_sums(weight: torch.Tensor) -> torch.Tensor:
+    """The sum over its taps of each (output, input) pair of a dense kernel (float32, out x in): what the
+    convolution adds to each output channel for a constant input."""
+    return weight.float().sum(dim=(2, 3))
 
 
 class MicroEncoder(nn.Module):
@@ -577,6 +639,9 @@ class MicroDecoder(nn.Module):
         self.dec3 = DECODER_HEADS[head]()
         #: The bilinear head on the low-resolution grids (fast path, :meth:`MicroAST.fast`); None: ``dec3``.
         self.phase_head: PhaseHead | None = None
+        #: When set (fast path), the deep FilterMod block computes in this dtype on whole maps, on centred maps
+        #: (:meth:`ModulatedResidualBlock.centred_ring_forward`).
+        self.centred_dtype: torch.dtype | None = None
 
     def forward(self, content: tuple[torch.Tensor, torch.Tensor], signals: StyleSignals) -> torch.Tensor:
         return self.second_half(self.first_half(content[1], signals), signals)
@@ -585,7 +650,11 @@ class MicroDecoder(nn.Module):
         """The deep level: FeatMod with the style's deep statistics, then the first FilterMod block. ``own``:
         the statistics of the whole ``deep`` map when ``deep`` is a tile of it."""
         x = adaptive_instance_norm(deep, signals.means[1], signals.stds[1], own)
-        return self.dec1(x, signals.filter_weights[1], signals.filter_biases[1])
+        if self.centred_dtype is None or signals.filter_weights[1].shape[0] != 1:
+            return self.dec1(x, signals.filter_weights[1], signals.filter_biases[1])
+        centred = (x - signals.means[1]).to(self.centred_dtype)
+        return self.dec1.centred_forward(x, centred, signals.means[1], signals.filter_weights[1],
+                                         signals.filter_biases[1], reflect_conv)
 
     def second_half(self, x: torch.Tensor, signals: StyleSignals, own=None) -> torch.Tensor:
         """The shallow level (FeatMod, FilterMod) and the head to RGB; ``own`` as in :meth:`first_half`."""
@@ -596,9 +665,21 @@ class MicroDecoder(nn.Module):
     def ring_forward(self, deep: torch.Tensor, signals: StyleSignals) -> torch.Tensor:
         """The fast path's :meth:`forward` from the ringed deep map of :meth:`MicroEncoder.rings`, for the signals
         of one style: both FilterMod blocks on ringed maps (AdaIN too: it is pointwise), the head on the inside."""
-        x = adaptive_instance_norm(deep, signals.means[1], signals.stds[1], mean_std(deep, ring=RING))
-        x = self.dec1.ring_forward(x, signals.filter_weights[1], signals.filter_biases[1])
-        x = adaptive_instance_norm(x, signals.means[0], signals.stds[0], mean_std(x, ring=RING))
+        if self.centred_dtype is None:
+            x = adaptive_instance_norm(deep, signals.means[1], signals.stds[1], mean_std(deep, ring=RING))
+            x = self.dec1.ring_forward(x, signals.filter_weights[1], signals.filter_biases[1])
+            x = adaptive_instance_norm(x, signals.means[0], signals.stds[0], mean_std(x, ring=RING))
+        else:
+            # z = deep + residual / scale: the block's output is scale * z plus constants, so the output's
+            # statistics follow from z's (the standard deviation with the same eps), and so does its normalisation
+            mean, std = mean_std(deep, ring=RING)
+            scale = signals.stds[1] / std
+            centred = torch.addcmul(-mean * scale, deep, scale).to(self.centred_dtype)  # the AdaIN output less its mean
+            z = self.dec1.centred_forward(deep, centred, signals.means[1], signals.filter_weights[1],
+                                          signals.filter_biases[1], ring_conv, output_scale=1 / scale)
+            z_mean, z_spread = mean_std(z, eps=0.0, ring=RING)
+            output_std = ((scale * z_spread).square() + EPS).sqrt()
+            x = adaptive_instance_norm(z, signals.means[0], signals.stds[0], (z_mean, output_std / scale))
         x = self.dec2.ring_forward(self._shallow_stream(x), signals.filter_weights[0], signals.filter_biases[0])
         return self.dec3(inside(x)) if self.phase_head is None else self.phase_head(x, ring=RING)
 
@@ -653,10 +734,12 @@ class MicroAST(nn.Module):
         convolutions (oneDNN on the CPU), FilterMod folded into the convolution weights, the modulator's means
         without its convolutions, and the bilinear head on the low-resolution grids (:class:`PhaseHead`). Then a
         lower precision where the hardware computes it natively (bfloat16 on CPUs with AVX-512 BF16 or AMX,
-        float16 on CUDA GPUs) and the output stays well within 45 dB PSNR of fp32: three of the content
-        encoder's four residual convolutions, the style encoder's residual blocks, the shallow FilterMod block
-        (its residual stream too) and the head after it. The deep FilterMod block and the content encoder's last
-        convolution, which amplify rounding, stay fp32.
+        float16 on CUDA GPUs) and the output stays well within 45 dB PSNR of fp32: the residual blocks of both
+        encoders, both FilterMod blocks (the shallow one's residual stream too) and the head after them. Where a
+        low-precision map meets a float32 residual stream, it is centred first (channel means taken out, and
+        added back in float32 through the biases: :func:`_add_low_precision`,
+        :meth:`ModulatedResidualBlock.centred_forward`), since rounding is relative to the values. The first
+        layers, to the end of the stride-2 convolutions, stay float32 (their weights' rounding alone costs 2.5 dB).
         """
         device = next(self.parameters()).device
         self.to(memory_format=torch.channels_last)
@@ -666,13 +749,15 @@ class MicroAST(nn.Module):
             self.decoder.phase_head = PhaseHead(self.decoder.dec3, dtype)
         self._fuse_relus()
         if dtype is not None:
-            # Measured against fp32 on evaluation pairs (official weights, 512 px): in bfloat16 the encoder's last
-            # convolution costs about 6 dB, each other one about 1.5 dB; the deep FilterMod block about 9 dB, the
-            # shallow one about 2. The worst of 16 random pairs at 1024 px is then 50.5 dB (49.9 dB in tiles).
+            # Measured against fp32 on ten evaluation pairs at 514x386 (official weights), worst pair: 48.0 dB
+            # (47.5 dB in tiles). Uncentred, the content encoder's last convolution in bfloat16 costs 6 dB and the
+            # deep FilterMod block 12 dB; centred, under 0.5 dB each. The first layers in bfloat16 (centred too):
+            # 2 dB for the 9x9 convolution, 6 dB for the stride-2 ones and the 1x1 ones between them.
             first, last = self.content_encoder.enc1[-1], self.content_encoder.enc2[0]
-            for layer in (first.conv1, first.conv2, last.conv1):
+            for layer in (first.conv1, first.conv2, last.conv1, last.conv2):
                 layer.compute_in(dtype)
             self.decoder.dec2.compute_dtype = dtype
+            self.decoder.centred_dtype = dtype
             # The style encoder's residual blocks: their rounding averages out in the style signals (global
             # means); the worst pair stays at 51 dB.
             for block in (self.style_encoder.enc1[-1], self.style_encoder.enc2[0]):
