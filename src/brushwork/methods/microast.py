@@ -229,7 +229,8 @@ def _add_low_precision(stream: torch.Tensor, hidden: torch.Tensor, weight: torch
     per-channel constant out (for a map an instance normalisation takes next)."""
     weight = weight.contiguous(memory_format=layout_of(hidden))
     low_bias = (bias.float() - _output_means(hidden, weight, bias)).to(weight.dtype)
-    out = stream + convolve(hidden, weight, low_bias)  # float32 from a bfloat16 output, in one pass
+    # converted first: an addition of mixed dtypes is two and a half times slower than both steps
+    out = convolve(hidden, weight, low_bias).float().add_(stream)
     return out.add_((bias.float() - low_bias.float()).view(1, -1, 1, 1)) if exact_level else out
 
 
@@ -639,8 +640,8 @@ class MicroDecoder(nn.Module):
         self.dec3 = DECODER_HEADS[head]()
         #: The bilinear head on the low-resolution grids (fast path, :meth:`MicroAST.fast`); None: ``dec3``.
         self.phase_head: PhaseHead | None = None
-        #: When set (fast path), the deep FilterMod block computes in this dtype on whole maps, on centred maps
-        #: (:meth:`ModulatedResidualBlock.centred_ring_forward`).
+        #: When set (fast path), the deep FilterMod block computes in this dtype on centred maps
+        #: (:meth:`ModulatedResidualBlock.centred_forward`), for the signals of one style.
         self.centred_dtype: torch.dtype | None = None
 
     def forward(self, content: tuple[torch.Tensor, torch.Tensor], signals: StyleSignals) -> torch.Tensor:
@@ -739,7 +740,7 @@ class MicroAST(nn.Module):
         low-precision map meets a float32 residual stream, it is centred first (channel means taken out, and
         added back in float32 through the biases: :func:`_add_low_precision`,
         :meth:`ModulatedResidualBlock.centred_forward`), since rounding is relative to the values. The first
-        layers, to the end of the stride-2 convolutions, stay float32 (their weights' rounding alone costs 2.5 dB).
+        layers, to the end of the stride-2 convolutions, stay float32.
         """
         device = next(self.parameters()).device
         self.to(memory_format=torch.channels_last)
@@ -751,8 +752,9 @@ class MicroAST(nn.Module):
         if dtype is not None:
             # Measured against fp32 on ten evaluation pairs at 514x386 (official weights), worst pair: 48.0 dB
             # (47.5 dB in tiles). Uncentred, the content encoder's last convolution in bfloat16 costs 6 dB and the
-            # deep FilterMod block 12 dB; centred, under 0.5 dB each. The first layers in bfloat16 (centred too):
-            # 2 dB for the 9x9 convolution, 6 dB for the stride-2 ones and the 1x1 ones between them.
+            # deep FilterMod block 12 dB; centred, under 0.5 dB each. The first layers in bfloat16, centred and
+            # with float32 biases: 0.7 dB for the 9x9 convolution (which saves little: the next layer needs a
+            # float32 copy of its large output), 4 dB for the stride-2 ones and the 1x1 ones between them.
             first, last = self.content_encoder.enc1[-1], self.content_encoder.enc2[0]
             for layer in (first.conv1, first.conv2, last.conv1, last.conv2):
                 layer.compute_in(dtype)
