@@ -666,23 +666,34 @@ class MicroDecoder(nn.Module):
     def ring_forward(self, deep: torch.Tensor, signals: StyleSignals) -> torch.Tensor:
         """The fast path's :meth:`forward` from the ringed deep map of :meth:`MicroEncoder.rings`, for the signals
         of one style: both FilterMod blocks on ringed maps (AdaIN too: it is pointwise), the head on the inside."""
-        if self.centred_dtype is None:
-            x = adaptive_instance_norm(deep, signals.means[1], signals.stds[1], mean_std(deep, ring=RING))
-            x = self.dec1.ring_forward(x, signals.filter_weights[1], signals.filter_biases[1])
-            x = adaptive_instance_norm(x, signals.means[0], signals.stds[0], mean_std(x, ring=RING))
-        else:
-            # z = deep + residual / scale: the block's output is scale * z plus constants, so the output's
-            # statistics follow from z's (the standard deviation with the same eps), and so does its normalisation
-            mean, std = mean_std(deep, ring=RING)
-            scale = signals.stds[1] / std
-            centred = torch.addcmul(-mean * scale, deep, scale).to(self.centred_dtype)  # the AdaIN output less its mean
-            z = self.dec1.centred_forward(deep, centred, signals.means[1], signals.filter_weights[1],
-                                          signals.filter_biases[1], ring_conv, output_scale=1 / scale)
-            z_mean, z_spread = mean_std(z, eps=0.0, ring=RING)
-            output_std = ((scale * z_spread).square() + EPS).sqrt()
-            x = adaptive_instance_norm(z, signals.means[0], signals.stds[0], (z_mean, output_std / scale))
+        x = self._ring_deep_level(deep, signals)
         x = self.dec2.ring_forward(self._shallow_stream(x), signals.filter_weights[0], signals.filter_biases[0])
         return self.dec3(inside(x)) if self.phase_head is None else self.phase_head(x, ring=RING)
+
+    def _ring_deep_level(self, deep: torch.Tensor, signals: StyleSignals) -> torch.Tensor:
+        """:meth:`ring_forward` to the shallow level's input: AdaIN, the first FilterMod block and the shallow
+        level's AdaIN, from ringed map to ringed map."""
+        mean, std = mean_std(deep, ring=RING)
+        style_mean, weight, bias = signals.means[1], signals.filter_weights[1], signals.filter_biases[1]
+        normalise = lambda x, own: adaptive_instance_norm(x, signals.means[0], signals.stds[0], own)  # noqa: E731
+        if self.centred_dtype is None:
+            x = self.dec1.ring_forward(adaptive_instance_norm(deep, style_mean, signals.stds[1], (mean, std)),
+                                       weight, bias)
+            return normalise(x, mean_std(x, ring=RING))
+        scale = signals.stds[1] / std
+        if deep.shape[0] > 1:  # a scale per image: the block on the normalised map
+            x = torch.addcmul(style_mean - mean * scale, deep, scale)
+            x = self.dec1.centred_forward(x, (x - style_mean).to(self.centred_dtype), style_mean, weight, bias,
+                                          ring_conv)
+            return normalise(x, mean_std(x, ring=RING))
+        # one image: the block adds its residual, divided by the normalisation's scale, to the unnormalised map,
+        # which gives z: the block's output is scale * z plus constants (one pass fewer than making the
+        # normalised map), so the output's statistics follow from z's (the standard deviation with the same eps)
+        centred = torch.addcmul(-mean * scale, deep, scale).to(self.centred_dtype)  # the AdaIN output less its mean
+        z = self.dec1.centred_forward(deep, centred, style_mean, weight, bias, ring_conv, output_scale=1 / scale)
+        z_mean, z_spread = mean_std(z, eps=0.0, ring=RING)
+        output_std = ((scale * z_spread).square() + EPS).sqrt()
+        return normalise(z, (z_mean, output_std / scale))
 
     def _shallow_stream(self, x: torch.Tensor) -> torch.Tensor:
         """Fast path: the shallow block's residual stream in the precision its convolutions and the head compute
