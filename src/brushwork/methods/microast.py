@@ -768,11 +768,10 @@ class MicroAST(nn.Module):
         without its convolutions, and the bilinear head on the low-resolution grids (:class:`PhaseHead`). Then a
         lower precision where the hardware computes it natively (bfloat16 on CPUs with AVX-512 BF16 or AMX,
         float16 on CUDA GPUs) and the output stays well within 45 dB PSNR of fp32: the residual blocks of both
-        encoders, both FilterMod blocks (the shallow one's residual stream too) and the head after them. Where a
-        low-precision map meets a float32 residual stream, it is centred first (channel means taken out, and
-        added back in float32 through the biases: :func:`_add_low_precision`,
-        :meth:`ModulatedResidualBlock.centred_forward`), since rounding is relative to the values. The first
-        layers, to the end of the stride-2 convolutions, stay float32.
+        encoders, both FilterMod blocks (the shallow one's residual stream too) and the head after them. The
+        blocks with a float32 residual stream compute on centred maps (channel means taken out before rounding and
+        added back in float32 through the biases: :func:`_centred_residual`), since rounding is relative to the
+        values. The first layers, to the end of the stride-2 convolutions, stay float32.
         """
         device = next(self.parameters()).device
         self.to(memory_format=torch.channels_last)
@@ -782,11 +781,12 @@ class MicroAST(nn.Module):
             self.decoder.phase_head = PhaseHead(self.decoder.dec3, dtype)
         self._fuse_relus()
         if dtype is not None:
-            # Measured against fp32 on ten evaluation pairs at 514x386 (official weights), worst pair: 48.0 dB
-            # (47.5 dB in tiles). Uncentred, the content encoder's last convolution in bfloat16 costs 6 dB and the
-            # deep FilterMod block 12 dB; centred, under 0.5 dB each. The first layers in bfloat16, centred and
-            # with float32 biases: 0.7 dB for the 9x9 convolution (which saves little: the next layer needs a
-            # float32 copy of its large output), 4 dB for the stride-2 ones and the 1x1 ones between them.
+            # Measured against fp32 on ten evaluation pairs at 514x386, worst pair: 49.7 dB for the official
+            # weights (47.5 dB in tiles, whose maps are stored in float16), 48.2 dB for the weakest (portraits).
+            # Uncentred, the content encoder's last convolution in bfloat16 costs 6 dB and the deep FilterMod
+            # block 12 dB. The first layers in bfloat16, centred and with float32 biases: 1.6 dB for the 9x9
+            # convolution (which saves little: the next layer needs a float32 copy of its large output), 3.2 dB
+            # with the first stride-2 convolution.
             first, last = self.content_encoder.enc1[-1], self.content_encoder.enc2[0]
             for layer in (first.conv1, first.conv2, last.conv1, last.conv2):
                 layer.compute_in(dtype)
