@@ -191,14 +191,13 @@ def _ring_residual(ringed: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor
 
 def _any_residual(x: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor],
                   second: tuple[torch.Tensor, torch.Tensor], convolve: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """:func:`_fast_residual` with ``convolve``: both convolutions in the stream's dtype (the ReLU and the residual
+    fused into them), or both in a lower one, on centred maps (:func:`_centred_residual`)."""
     if first[0].dtype == second[0].dtype != x.dtype:
         mean = _sampled_means(x)
         centred = (x - mean.view(1, -1, 1, 1)).to(first[0].dtype)
         return _centred_residual(x, centred, mean, first, second, convolve)
-    hidden = convolve(x, *first, relu=True)
-    if second[0].dtype != x.dtype:
-        return _add_low_precision(x, hidden, *second, convolve)
-    return convolve(hidden, *second, residual=x)
+    return convolve(convolve(x, *first, relu=True), *second, residual=x)
 
 
 def _centred_residual(stream: torch.Tensor, centred: torch.Tensor, mean: torch.Tensor,
