@@ -285,7 +285,7 @@ def test_fast_path_paints_a_batch_of_photos_with_one_style_as_each_alone(officia
 def test_an_encoder_block_in_bfloat16_on_centred_maps_keeps_the_float32_streams_precision(official_model):
     """The encoders' residual blocks with bfloat16 convolutions and a float32 stream (microast._any_residual):
     input less its channel means, hidden map relu(h) - c, output centred; three times closer to the exact block than
-    same block rounded uncentred."""
+    the same block rounded uncentred (mean squared error)."""
     torch.manual_seed(9)
     block = official_model.content_encoder.enc2[0]
     with torch.inference_mode():
