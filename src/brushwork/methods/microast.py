@@ -251,8 +251,8 @@ def _add_low_precision(stream: torch.Tensor, hidden: torch.Tensor, weight: torch
 
 
 def _output_means(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """An estimate of the channel means (float32, one a channel) of a stride-1 convolution of ``x``, from the mean
-    of every :data:`CENTRE_SAMPLE`-th row and column of ``x`` (borders left out): for centring its output, which
+    """An estimate of the channel means (float32, one a channel) of a stride-1 convolution of ``x``, from
+    :func:`_sampled_means` of ``x`` (borders and rings counted as any other row): for centring its output, which
     needs no exact mean."""
     return _kernel_sums(weight) @ _sampled_means(x) + (0.0 if bias is None else bias.float())
 
@@ -673,9 +673,15 @@ class MicroDecoder(nn.Module):
         x = adaptive_instance_norm(deep, signals.means[1], signals.stds[1], own)
         if self.centred_dtype is None or signals.filter_weights[1].shape[0] != 1:
             return self.dec1(x, signals.filter_weights[1], signals.filter_biases[1])
-        centred = (x - signals.means[1]).to(self.centred_dtype)
-        return self.dec1.centred_forward(x, centred, signals.means[1], signals.filter_weights[1],
-                                         signals.filter_biases[1], reflect_conv)
+        return self._centred_first_block(x, signals, reflect_conv)
+
+    def _centred_first_block(self, x: torch.Tensor, signals: StyleSignals,
+                             convolve: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """The first FilterMod block in :attr:`centred_dtype` on ``x``, the deep map after AdaIN, whose channel
+        means are the style's."""
+        mean = signals.means[1]
+        return self.dec1.centred_forward(x, (x - mean).to(self.centred_dtype), mean, signals.filter_weights[1],
+                                         signals.filter_biases[1], convolve)
 
     def second_half(self, x: torch.Tensor, signals: StyleSignals, own=None) -> torch.Tensor:
         """The shallow level (FeatMod, FilterMod) and the head to RGB; ``own`` as in :meth:`first_half`."""
@@ -702,9 +708,7 @@ class MicroDecoder(nn.Module):
             return normalise(x, mean_std(x, ring=RING))
         scale = signals.stds[1] / std
         if deep.shape[0] > 1:  # a scale per image: the block on the normalised map
-            x = torch.addcmul(style_mean - mean * scale, deep, scale)
-            x = self.dec1.centred_forward(x, (x - style_mean).to(self.centred_dtype), style_mean, weight, bias,
-                                          ring_conv)
+            x = self._centred_first_block(torch.addcmul(style_mean - mean * scale, deep, scale), signals, ring_conv)
             return normalise(x, mean_std(x, ring=RING))
         # one image: the block adds its residual, divided by the normalisation's scale, to the unnormalised map,
         # which gives z: the block's output is scale * z plus constants (one pass fewer than making the
