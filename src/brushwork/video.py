@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO, Sequence, Union
+from typing import TYPE_CHECKING, BinaryIO, Sequence, Union
 
-import av
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -23,6 +22,9 @@ from tqdm import tqdm
 from .api import StyleInput, Stylizer
 from .errors import BrushworkError
 from .images import resize, to_image, to_tensor
+
+if TYPE_CHECKING:
+    import av
 
 #: x264's constant rate factor: 0 is lossless, 51 the worst; 18 is about visually lossless.
 DEFAULT_CRF = 18
@@ -98,6 +100,8 @@ def stylize_video(input: VideoSource, styles: StyleInput, output: str | os.PathL
     if stylizer.method == "gatys":
         raise BrushworkError("video needs a feed-forward method (microast or adain): gatys optimises each frame "
                              "for minutes")
+    import av  # FFmpeg's libraries load with the first video, not with brushwork
+
     output = Path(output)
     start = time.perf_counter()
     with _open_video(input) as source:
@@ -182,6 +186,7 @@ class _Writer:
     """The output container: H.264 from painted frames, and the input's audio copied or re-encoded to AAC."""
 
     def __init__(self, path: Path, output: Path, video: av.video.stream.VideoStream, audio: Sequence, crf: int):
+        import av
         self.video_in, self.audio_in, self.crf = video, list(audio), crf
         self.width = self.height = self.frames = 0
         try:
@@ -212,6 +217,7 @@ class _Writer:
         return "re-encoded" if self.reencoded else "copied"
 
     def write_video(self, painted: Image.Image, source: av.VideoFrame) -> None:
+        import av
         if not self.width:
             self._start(*painted.size)
         frame = av.VideoFrame.from_image(painted).reformat(
@@ -284,6 +290,7 @@ def _frames(source, video, writer: _Writer, end_time: Fraction | None, max_frame
 
 
 def _open_video(source: VideoSource):
+    import av
     label = _label(source)
     try:
         container = av.open(source if not isinstance(source, os.PathLike) else os.fspath(source))
@@ -328,6 +335,7 @@ def _end_time(video, max_frames: int | None) -> Fraction | None:
 
 def _frame_count(source, video, max_frames: int | None) -> int | None:
     """The number of frames for the progress bar: from the header, or estimated from the duration."""
+    import av
     count = video.frames or (round(source.duration / av.time_base * video.average_rate)
                              if source.duration and video.average_rate else None)
     return min(count, max_frames) if count and max_frames else count or max_frames
