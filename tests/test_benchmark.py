@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,22 @@ def test_gatys_convergence_compares_coarse_to_fine_with_single_scale(weights_dir
         assert result["final_loss"] <= summary["target_loss"]
     assert summary["speedup"] == pytest.approx(single["seconds_to_target"] / multi["seconds_to_target"])
     assert "Coarse-to-fine reaches the loss" in benchmark.convergence_table(summary)
+
+
+def test_gpu_check_script_runs_dry_on_the_cpu(weights_dir, tmp_path):
+    """scripts/gpu_check.py, meant for a GPU machine, on the CPU at small sizes: its precision figures are the fast
+    path's (within 45 dB of fp32) and every timed case has numbers, not an error."""
+    script = Path(__file__).parents[1] / "scripts" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--weights-dir", str(weights_dir),
+                           "--sizes", "96,120x80", "--precision-size", "128", "--tiled-size", "260", "--tile", "96",
+                           "--runs", "1", "--warmup", "0", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert len(report["precision"]) == 2
+    for row in report["precision"]:
+        assert all(value >= 45 for key, value in row.items() if key != "index")
+    assert [(row["size"], row["variant"]) for row in report["speed"]] == [
+        ("96x96", "baseline (plain fp32)"), ("96x96", "fast, whole"),
+        ("120x80", "baseline (plain fp32)"), ("120x80", "fast, whole")]
+    assert all(row["min_s"] <= row["median_s"] <= row["max_s"] for row in report["speed"])
+    assert "| 120x80 | fast, whole |" in (tmp_path / "gpu_check.md").read_text()
