@@ -69,10 +69,13 @@ def main() -> None:
     for index, (content, style) in enumerate(pairs):
         report.add("precision", precision(plain, variants, content, style, device, args), index=index)
 
-    for width, height in map(parse_size, args.sizes.split(",")):
-        for name, call in timed_calls(plain, variants, width, height, device):
-            report.add("speed", measure(call, device, args.runs, args.warmup), size=f"{width}x{height}",
-                       variant=name)
+    sizes = [parse_size(size) for size in args.sizes.split(",")]
+    # CUDA graphs after everything else: a capture that fails may leave the device unusable for what follows.
+    for graphs in (False, True) if device.type == "cuda" else (False,):
+        for width, height in sizes:
+            for name, call in timed_calls(plain, variants, width, height, device, graphs):
+                report.add("speed", measure(call, device, args.runs, args.warmup), size=f"{width}x{height}",
+                           variant=name)
     report.write_markdown()
 
 
@@ -131,10 +134,10 @@ class exact_float32:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
 
 
-def timed_calls(plain, variants: dict, width: int, height: int, device: torch.device):
+def timed_calls(plain, variants: dict, width: int, height: int, device: torch.device, graphs: bool):
     """(name, call) for the baseline, the fast path whole and in the default budget's tiles, and on CUDA the fast
-    path in bfloat16, as a CUDA graph and with cuDNN's autotuning; each call paints one random image of this size
-    (as ``brushwork bench``)."""
+    path in bfloat16 and with cuDNN's autotuning; with ``graphs``, only the fast path as a CUDA graph. Each call
+    paints one random image of this size (as ``brushwork bench``)."""
     generator = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, height, width, generator=generator).to(device)
     style = torch.rand(1, 3, STYLE_SIDE, STYLE_SIDE, generator=generator).to(device)
@@ -149,6 +152,9 @@ def timed_calls(plain, variants: dict, width: int, height: int, device: torch.de
                 return model.stylize(content, [model.encode_style(style)], tile=tile)
         return call
 
+    if graphs:
+        yield "fast, whole, CUDA graph", graphed(painter(variants["fast"]), device)
+        return
     yield "baseline (plain fp32)", baseline
     yield "fast, whole", painter(variants["fast"])
     tile = variants["fast"].tile_for(height, width, parse_memory(DEFAULT_MAX_MEMORY))
@@ -156,7 +162,6 @@ def timed_calls(plain, variants: dict, width: int, height: int, device: torch.de
         yield f"fast, {tile} px tiles ({DEFAULT_MAX_MEMORY} budget)", painter(variants["fast"], tile)
     if device.type == "cuda":
         yield "fast bfloat16, whole", painter(variants["fast-bfloat16"])
-        yield "fast, whole, CUDA graph", graphed(painter(variants["fast"]), device)
         torch.backends.cudnn.benchmark = True  # cuDNN times its algorithms for each new shape
         yield "fast, whole, cudnn.benchmark", painter(variants["fast"])
         torch.backends.cudnn.benchmark = False
