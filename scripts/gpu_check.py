@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 from brushwork import load_model
-from brushwork.api import DEFAULT_MAX_MEMORY, choose_device
+from brushwork.api import choose_device
 from brushwork.benchmark import describe_machine, parse_size
 from brushwork.images import as_image, resize, to_tensor
 from brushwork.methods import microast
 from brushwork.metrics import psnr
-from brushwork.tiling import parse_memory
+from brushwork.tiling import AUTO, CPU_AUTO_BUDGET, memory_budget
 
 DEFAULT_PAIRS = (("sample:astronaut", "sample:hubble"), ("sample:coffee", "sample:ihc"))
 STYLE_SIDE = 512
@@ -135,9 +135,9 @@ class exact_float32:
 
 
 def timed_calls(plain, variants: dict, width: int, height: int, device: torch.device, graphs: bool):
-    """(name, call) for the baseline, the fast path whole and in the default budget's tiles, and on CUDA the fast
-    path in bfloat16 and with cuDNN's autotuning; with ``graphs``, only the fast path as a CUDA graph. Each call
-    paints one random image of this size (as ``brushwork bench``)."""
+    """(name, call) for the baseline, the fast path whole and in the default budget's tiles, and on CUDA in 1G
+    tiles (the CPU's budget), in bfloat16 and with cuDNN's autotuning; with ``graphs``, only the fast path as a
+    CUDA graph. Each call paints one random image of this size (as ``brushwork bench``)."""
     generator = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, height, width, generator=generator).to(device)
     style = torch.rand(1, 3, STYLE_SIDE, STYLE_SIDE, generator=generator).to(device)
@@ -157,9 +157,13 @@ def timed_calls(plain, variants: dict, width: int, height: int, device: torch.de
         return
     yield "baseline (plain fp32)", baseline
     yield "fast, whole", painter(variants["fast"])
-    tile = variants["fast"].tile_for(height, width, parse_memory(DEFAULT_MAX_MEMORY))
-    if tile is not None:
-        yield f"fast, {tile} px tiles ({DEFAULT_MAX_MEMORY} budget)", painter(variants["fast"], tile)
+    budgets = {"the default budget": memory_budget(AUTO, device)}
+    if device.type == "cuda":  # what the CPU's budget would do there
+        budgets["1G"] = CPU_AUTO_BUDGET
+    for label, budget in budgets.items():
+        tile = variants["fast"].tile_for(height, width, budget)
+        if tile is not None:
+            yield f"fast, {tile} px tiles ({label})", painter(variants["fast"], tile)
     if device.type == "cuda":
         yield "fast bfloat16, whole", painter(variants["fast-bfloat16"])
         torch.backends.cudnn.benchmark = True  # cuDNN times its algorithms for each new shape

@@ -18,7 +18,7 @@ from brushwork.errors import BrushworkError
 from brushwork.metrics import psnr
 from brushwork.images import as_image, to_tensor
 from brushwork.methods import microast
-from brushwork.tiling import map_tiles, parse_memory, tile_for_budget, tiles
+from brushwork.tiling import map_tiles, memory_budget, parse_memory, tile_for_budget, tiles
 
 
 
@@ -194,6 +194,26 @@ def test_parse_memory(text, expected):
 def test_parse_memory_refuses_nonsense(text):
     with pytest.raises(BrushworkError):
         parse_memory(text)
+
+
+def test_the_automatic_budget_follows_the_device(monkeypatch, weights_dir):
+    """'auto' (the default): 1 GiB on the CPU, so a 4K photo tiles and a 1024 px one does not; on a CUDA device,
+    half its free memory at painting time, with PyTorch's cached, unused memory counted as free."""
+    assert memory_budget("auto", torch.device("cpu")) == memory_budget(" AUTO ", torch.device("cpu")) == 2**30
+    assert memory_budget("800M", torch.device("cuda")) == 800 * 2**20
+    assert memory_budget(None, torch.device("cpu")) is None
+    stylizer = Stylizer(weights_dir=weights_dir, device="cpu")
+    assert stylizer.max_memory == "auto"
+    assert stylizer._tile(torch.empty(1, 3, 2160, 3840)) is not None
+    assert stylizer._tile(torch.empty(1, 3, 1024, 1024)) is None
+    # No GPU here: the device's free memory as the driver would report it.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 3 * 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1 * 2**30)
+    budget = memory_budget("auto", torch.device("cuda"))
+    assert budget == 6 * 2**30
+    assert microast.MicroAST.tile_for(2160, 3840, budget) is None  # a 4K photo whole on such a GPU
+    assert microast.MicroAST.tile_for(8640, 15360, budget) is not None
 
 
 def test_stylizer_tiles_within_a_small_budget_with_the_same_result(weights_dir, pair):

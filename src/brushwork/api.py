@@ -21,7 +21,7 @@ from .errors import BrushworkError
 from .functional import match_color, normalize_weights, preserve_color
 from .images import ImageLike, as_image, resize, to_image, to_tensor
 from .methods import adain, gatys, johnson, microast, vst
-from .tiling import parse_memory
+from .tiling import AUTO, is_auto, memory_budget, parse_memory
 
 #: How each architecture in the weights registry becomes a ready model, from its entry and the local folders.
 LOADERS: dict[str, Callable[[registry.Weights, list], nn.Module]] = {
@@ -38,8 +38,9 @@ METHODS: dict[str, str] = {"microast": registry.DEFAULT_MODEL, "adain": "adain",
 #: Colour preservation: luminance-only transfer (after), or matching the style's colours to the content's
 #: (before; Gatys et al. 2017).
 COLOR_MODES = ("luminance", "histogram")
-#: Working memory a stylisation may use before large images are painted in tiles (the model's own estimate).
-DEFAULT_MAX_MEMORY = "1G"
+#: Working memory a stylisation may use before large images are painted in tiles (the model's own estimate):
+#: 1 GiB on the CPU, half the free memory of a CUDA device (:func:`brushwork.tiling.memory_budget`).
+DEFAULT_MAX_MEMORY = AUTO
 
 StyleInput = Union[ImageLike, Sequence[ImageLike]]
 
@@ -189,7 +190,7 @@ class Stylizer:
         if resize_by not in ("shorter", "longer"):
             raise BrushworkError(f"resize by 'shorter' or 'longer' side, not {resize_by!r}")
         self.color_mode = _color_mode(preserve_color)
-        self.max_memory = parse_memory(max_memory)
+        self.max_memory = max_memory if is_auto(max_memory) else parse_memory(max_memory)
         self.progress = progress
         self.model = model if isinstance(model, nn.Module) else load_model(
             model, method=method, device=device, weights_dir=weights_dir, fast=fast, **options)
@@ -265,7 +266,7 @@ class Stylizer:
     def _tile(self, image: torch.Tensor) -> int | None:
         """The tile side that keeps this image within the memory budget, for models that work in tiles."""
         tile_for = getattr(self.model, "tile_for", None)
-        return tile_for(*image.shape[-2:], self.max_memory) if tile_for else None
+        return tile_for(*image.shape[-2:], memory_budget(self.max_memory, self.device)) if tile_for else None
 
     def _progress_bar(self, content: torch.Tensor, tile: int | None, extra: dict):
         """A bar over the tiles of a tiled image (when ``progress`` is on); otherwise nothing."""
@@ -314,10 +315,11 @@ def stylize(content: ImageLike, style: StyleInput | None = None, *, model: str |
     ``style_size`` resize the inputs first so that their ``resize_by`` ('shorter' or 'longer') side has that many
     pixels; ``preserve_color`` keeps the content's colours (True or "luminance": luminance-only transfer;
     "histogram": the style's colours are matched to the content's first). ``max_memory`` (bytes, or like
-    "800M"; None: no limit) bounds the working memory: larger images are painted in tiles, with the same
-    result. ``options`` set the Gatys optimisation (``steps``, ``style_weight``, ...). The output has the
-    (resized) content's size. A per-style model (``method="johnson"``) takes no ``style``; ``noise`` (vst) is a
-    draw from the latent Gaussian (see :meth:`Stylizer.samples`). Returns an RGB PIL image.
+    "800M"; None: no limit; "auto", the default: 1 GiB on the CPU, half the GPU's free memory on CUDA) bounds the
+    working memory: larger images are painted in tiles, with the same result. ``options`` set the Gatys
+    optimisation (``steps``, ``style_weight``, ...). The output has the (resized) content's size. A per-style
+    model (``method="johnson"``) takes no ``style``; ``noise`` (vst) is a draw from the latent Gaussian (see
+    :meth:`Stylizer.samples`). Returns an RGB PIL image.
     """
     stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=style_weights, content_size=content_size,
                         style_size=style_size, resize_by=resize_by, preserve_color=preserve_color,

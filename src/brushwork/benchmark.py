@@ -31,7 +31,7 @@ from . import process
 from . import weights as registry
 from .api import DEFAULT_MAX_MEMORY, choose_device, load_model
 from .errors import BrushworkError
-from .tiling import parse_memory
+from .tiling import is_auto, memory_budget, parse_memory
 
 DEFAULT_SIZES = ("512", "1024", "2048", "3840x2160")
 VARIANTS = ("brushwork", "baseline")
@@ -52,8 +52,8 @@ class Case:
     warmup: int
     #: Settings of the model (gatys: its optimisation settings), as (name, value) pairs.
     options: tuple = ()
-    #: The brushwork variant's memory budget in bytes (None: never tile).
-    max_memory: int | None = None
+    #: The brushwork variant's memory budget in bytes (None: never tile; 'auto': as for its device).
+    max_memory: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def run_benchmark(models: list[str], sizes: list[str], devices: list[str] | None
     for model in models:
         load_model(model, device="cpu", weights_dir=weights_dir, **dict(options[model]))  # fail early
     variants = VARIANTS if baseline else VARIANTS[:1]
-    budget = parse_memory(max_memory)
+    budget = max_memory if is_auto(max_memory) else parse_memory(max_memory)  # 'auto' follows each case's device
     with tempfile.TemporaryDirectory(prefix="brushwork-bench-") as folder:
         exports = _export_for_benchmark(models, Path(folder), weights_dir) if onnx else {}
         groups = [[Case(model, variant, device, width, height, runs, warmup, options[model], budget)
@@ -221,7 +221,8 @@ def _measure(case: Case, weights_dir: list[str]) -> dict:
     content = torch.rand(1, 3, case.height, case.width, generator=generator).to(device)
     style = torch.rand(1, 3, *STYLE_SIZE, generator=generator).to(device)
     tile_for = getattr(model, "tile_for", None) if case.variant != "baseline" else None
-    tiling = {"tile": tile} if tile_for and (tile := tile_for(case.height, case.width, case.max_memory)) else {}
+    budget = memory_budget(case.max_memory, device)
+    tiling = {"tile": tile} if tile_for and (tile := tile_for(case.height, case.width, budget)) else {}
 
     if case.variant == "baseline":
         def call():

@@ -106,7 +106,8 @@ def _gatys_options(command):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--max-memory", default=DEFAULT_MAX_MEMORY, show_default=True,
               help="Working memory for one image, like 800M or 2G; larger images are painted in tiles (same "
-                   "result, with the statistics of the whole image). 'none': never tile.")
+                   "result, with the statistics of the whole image). 'auto': 1G on the CPU, half the GPU's free "
+                   "memory on CUDA. 'none': never tile.")
 @click.option("--exact", is_flag=True,
               help="Run the plain fp32 network: no channels-last layout, no bfloat16/float16 layers (the fast "
                    "path, the default, stays within 45 dB PSNR of it).")

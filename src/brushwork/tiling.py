@@ -147,10 +147,34 @@ def count_tiles(height: int, width: int, tile: int | None, halo: int, multiple: 
 
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
+#: The memory setting that follows the device (:func:`memory_budget`).
+AUTO = "auto"
+#: The automatic budget on the CPU (a 4K photo paints within it at 1.1-1.4 GB peak resident memory in all).
+CPU_AUTO_BUDGET = 2**30
+#: The share of a GPU's free memory the automatic budget takes (room for cuDNN's workspaces and for others).
+GPU_AUTO_SHARE = 0.5
+
+
+def is_auto(setting: object) -> bool:
+    return isinstance(setting, str) and setting.strip().lower() == AUTO
+
+
+def memory_budget(setting: str | int | None, device: torch.device) -> int | None:
+    """The working memory (bytes; None: no limit) an image may take on ``device``: ``setting`` parsed
+    (:func:`parse_memory`), or for 'auto' 1 GiB on the CPU and half the free memory of a CUDA device (what
+    PyTorch holds cached and unused counts as free), taken when the image is painted."""
+    if not is_auto(setting):
+        return parse_memory(setting)
+    if device.type != "cuda":
+        return CPU_AUTO_BUDGET
+    free, _ = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int((free + cached) * GPU_AUTO_SHARE)
 
 
 def parse_memory(text: str | int | None) -> int | None:
-    """'1.5G', '800M', '2gb' or a number of bytes -> bytes; None or 'none' -> None (no limit)."""
+    """'1.5G', '800M', '2gb' or a number of bytes -> bytes; None or 'none' -> None (no limit). See
+    :func:`memory_budget` for 'auto'."""
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
         return None
     if isinstance(text, (int, float)):
