@@ -18,6 +18,7 @@ measured) and ``gpu_check.md`` (the tables for docs/BENCHMARKS.md) to ``--out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import statistics
@@ -25,6 +26,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -43,7 +45,7 @@ STYLE_SIDE = 512
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--model", default="microast")
+    parser.add_argument("--model", default="microast", help="a MicroAST model (registry name or folder)")
     parser.add_argument("--weights-dir", action="append", default=None)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--pair", nargs=2, action="append", metavar=("CONTENT", "STYLE"),
@@ -123,15 +125,15 @@ def precision(plain, variants: dict, content, style, device: torch.device, args)
     return result
 
 
-class exact_float32:
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
     """TF32 off for convolutions and matrix products (the reference computes in true float32)."""
-
-    def __enter__(self):
-        self.saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-
-    def __exit__(self, *exc):
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def timed_calls(plain, variants: dict, width: int, height: int, device: torch.device, graphs: bool):
