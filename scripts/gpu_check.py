@@ -2,7 +2,7 @@
 network at 1024 px, 4K and 8K, and options measured beside it (bfloat16 for float16, CUDA graphs, cuDNN autotuning).
 
     python scripts/gpu_check.py --weights-dir WEIGHTS --out results/gpu
-    python scripts/gpu_check.py --device cpu --sizes 256 --precision-size 192 --runs 2 --out /tmp/dry  # a dry run
+    python scripts/gpu_check.py --device cpu --sizes 256 --precision-size 192 --runs 2 --out dry-run  # a dry run
 
 Writes ``gpu_check.json`` (every number, rewritten as each one arrives, so that an interrupted run keeps what it
 measured) and ``gpu_check.md`` (the tables for docs/BENCHMARKS.md) to ``--out``.
