@@ -34,7 +34,6 @@ from brushwork import load_model
 from brushwork.api import choose_device
 from brushwork.benchmark import describe_machine, parse_size
 from brushwork.images import as_image, resize, to_tensor
-from brushwork.methods import microast
 from brushwork.metrics import psnr
 from brushwork.tiling import AUTO, CPU_AUTO_BUDGET, memory_budget
 
@@ -62,9 +61,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     report = Report(args.out, {"machine": describe_machine(), **environment(device)})
     plain = load_model(args.model, device=device, weights_dir=args.weights_dir, fast=False)
-    variants = {"fast": fast_copy(plain, None)}
+    variants = {"fast": copy.deepcopy(plain).fast()}
     if device.type == "cuda":
-        variants["fast-bfloat16"] = fast_copy(plain, torch.bfloat16)
+        variants["fast-bfloat16"] = copy.deepcopy(plain).fast(low_precision=torch.bfloat16)
     print(f"{report.data['machine']}; fast path computes in {variants['fast'].decoder.dec2.compute_dtype}", flush=True)
 
     pairs = [(as_image(content), as_image(style)) for content, style in (args.pair or DEFAULT_PAIRS)]
@@ -89,18 +88,6 @@ def environment(device: torch.device) -> dict:
                     gpu_memory_gb=round(properties.total_memory / 2**30, 1), cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version())
     return info
-
-
-def fast_copy(plain: torch.nn.Module, low: torch.dtype | None) -> torch.nn.Module:
-    """The fast path of ``plain``: with the device's own lower precision, or with ``low`` in its place."""
-    if low is None:
-        return copy.deepcopy(plain).fast()
-    native = microast._native_low_precision
-    microast._native_low_precision = lambda device: low
-    try:
-        return copy.deepcopy(plain).fast()
-    finally:
-        microast._native_low_precision = native
 
 
 def precision(plain, variants: dict, content, style, device: torch.device, args) -> dict:

@@ -211,8 +211,7 @@ def test_fast_path_in_float32_is_the_plain_network(official_model, monkeypatch, 
     whole and in tiles."""
     if not fused:
         monkeypatch.setattr(fastconv, "_fused_relu_available", lambda x: False)
-    monkeypatch.setattr(microast, "_native_low_precision", lambda device: None)
-    fast = copy.deepcopy(official_model).fast()
+    fast = copy.deepcopy(official_model).fast(low_precision=None)
     assert fast.decoder.phase_head is not None and fast.decoder.dec2.compute_dtype is None
     assert fast.content_encoder.ringed and fast.style_encoder.ringed
     torch.manual_seed(5)

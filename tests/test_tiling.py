@@ -130,10 +130,9 @@ def test_the_cuda_paths_float16_stays_far_within_45_db_on_real_pairs(shared, wei
                                                                      style_name):
     """The precision the fast path takes on CUDA GPUs (float16 in the same layers, plain conv2d without oneDNN's
     fusions), computed on the CPU: a GPU rounds the same values, its kernels summing in another order."""
-    monkeypatch.setattr(microast, "_native_low_precision", lambda device: torch.float16)
     monkeypatch.setattr(fastconv, "_fused_relu_available", lambda x: False)
     plain = load_model("microast", weights_dir=weights_dir, device="cpu", fast=False)
-    fast = copy.deepcopy(plain).fast()
+    fast = copy.deepcopy(plain).fast(low_precision=torch.float16)
     assert fast.decoder.dec2.compute_dtype == torch.float16 and fast.decoder.centred_dtype == torch.float16
     whole, tiled = fast_against_plain(shared, plain, fast, content_index, style_name)
     # Measured on twelve pairs: 65.6-72.3 dB whole, 55.0-62.8 dB in tiles (their maps stored in float16).

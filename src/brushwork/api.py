@@ -21,7 +21,7 @@ from .errors import BrushworkError
 from .functional import match_color, normalize_weights, preserve_color
 from .images import ImageLike, as_image, resize, to_image, to_tensor
 from .methods import adain, gatys, johnson, microast, vst
-from .tiling import AUTO, is_auto, memory_budget, parse_memory
+from .tiling import AUTO, memory_budget, memory_setting
 
 #: How each architecture in the weights registry becomes a ready model, from its entry and the local folders.
 LOADERS: dict[str, Callable[[registry.Weights, list], nn.Module]] = {
@@ -190,7 +190,7 @@ class Stylizer:
         if resize_by not in ("shorter", "longer"):
             raise BrushworkError(f"resize by 'shorter' or 'longer' side, not {resize_by!r}")
         self.color_mode = _color_mode(preserve_color)
-        self.max_memory = max_memory if is_auto(max_memory) else parse_memory(max_memory)
+        self.max_memory = memory_setting(max_memory)
         self.progress = progress
         self.model = model if isinstance(model, nn.Module) else load_model(
             model, method=method, device=device, weights_dir=weights_dir, fast=fast, **options)

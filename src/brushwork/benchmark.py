@@ -31,7 +31,7 @@ from . import process
 from . import weights as registry
 from .api import DEFAULT_MAX_MEMORY, choose_device, load_model
 from .errors import BrushworkError
-from .tiling import is_auto, memory_budget, parse_memory
+from .tiling import memory_budget, memory_setting
 
 DEFAULT_SIZES = ("512", "1024", "2048", "3840x2160")
 VARIANTS = ("brushwork", "baseline")
@@ -116,7 +116,7 @@ def run_benchmark(models: list[str], sizes: list[str], devices: list[str] | None
     for model in models:
         load_model(model, device="cpu", weights_dir=weights_dir, **dict(options[model]))  # fail early
     variants = VARIANTS if baseline else VARIANTS[:1]
-    budget = max_memory if is_auto(max_memory) else parse_memory(max_memory)  # 'auto' follows each case's device
+    budget = memory_setting(max_memory)  # 'auto' is decided for each case's device
     with tempfile.TemporaryDirectory(prefix="brushwork-bench-") as folder:
         exports = _export_for_benchmark(models, Path(folder), weights_dir) if onnx else {}
         groups = [[Case(model, variant, device, width, height, runs, warmup, options[model], budget)

@@ -155,16 +155,19 @@ CPU_AUTO_BUDGET = 2**30
 GPU_AUTO_SHARE = 0.5
 
 
-def is_auto(setting: object) -> bool:
-    return isinstance(setting, str) and setting.strip().lower() == AUTO
+def memory_setting(setting: str | int | None) -> int | str | None:
+    """A ``--max-memory`` setting checked: :data:`AUTO` (decided for each image by :func:`memory_budget`), or
+    bytes as :func:`parse_memory` gives them."""
+    return AUTO if isinstance(setting, str) and setting.strip().lower() == AUTO else parse_memory(setting)
 
 
 def memory_budget(setting: str | int | None, device: torch.device) -> int | None:
     """The working memory (bytes; None: no limit) an image may take on ``device``: ``setting`` parsed
-    (:func:`parse_memory`), or for 'auto' 1 GiB on the CPU and half the free memory of a CUDA device (what
+    (:func:`memory_setting`), for 'auto' 1 GiB on the CPU and half the free memory of a CUDA device (what
     PyTorch holds cached and unused counts as free), taken when the image is painted."""
-    if not is_auto(setting):
-        return parse_memory(setting)
+    setting = memory_setting(setting)
+    if setting != AUTO:
+        return setting
     if device.type != "cuda":
         return CPU_AUTO_BUDGET
     free, _ = torch.cuda.mem_get_info(device)

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -761,7 +761,7 @@ class MicroAST(nn.Module):
         #: Layout of the feature maps given to the convolutions (channels-last after :meth:`fast`).
         self.memory_format = torch.contiguous_format
 
-    def fast(self) -> "MicroAST":
+    def fast(self, low_precision: torch.dtype | None | Literal["native"] = "native") -> "MicroAST":
         """Turn on the fast inference path for this model's device, in place; returns the model.
 
         The same arithmetic in faster shapes (:mod:`brushwork.fastconv`): channels-last layout, convolutions
@@ -775,11 +775,14 @@ class MicroAST(nn.Module):
         blocks with a float32 residual stream compute on centred maps (channel means taken out before rounding and
         added back in float32 through the biases: :func:`_centred_residual`), since rounding is relative to the
         values. The first layers, to the end of the stride-2 convolutions, stay float32.
+
+        ``low_precision``: that type in those layers instead of the device's own (None: float32 throughout), to
+        measure another choice.
         """
         device = next(self.parameters()).device
         self.to(memory_format=torch.channels_last)
         self.memory_format = torch.channels_last
-        dtype = _native_low_precision(device)
+        dtype = _native_low_precision(device) if low_precision == "native" else low_precision
         if PhaseHead.fits(self.decoder.dec3):
             self.decoder.phase_head = PhaseHead(self.decoder.dec3, dtype)
         self._fuse_relus()
