@@ -81,8 +81,12 @@ class TrainConfig:
     crop: int = _setting(256, "Side of the random square crops trained on.")
     max_steps: int = _setting(160_000, "Steps to train for.")
     workers: int = _setting(4, "Data-loading processes (0: load in the training process).")
-    precision: str = _setting("auto", "auto (bf16-mixed on a GPU that has it, 16-mixed on other GPUs, 32-true "
-                                      "on the CPU) or a Lightning precision.")
+    precision: str = _setting("auto", "auto (bf16-mixed on a GPU or CPU that has bfloat16 arithmetic, 16-mixed on "
+                                      "other GPUs, else 32-true) or a Lightning precision.")
+    warmup_steps: int = _setting(0, "adain: first train the decoder for N steps to invert the encoder (content "
+                                    "reconstruction), then to stylise.")
+    cache_mb: int = _setting(2048, "Keep up to this many MB of decoded, resized training images in memory (per "
+                                   "data-loading process).")
     accelerator: str = _setting("auto", "auto, cpu or gpu.")
     grad_clip: float | None = _setting(None, "Clip the gradient norm to this value.")
     sample_every: int = _setting(500, "Save a grid of sample stylisations every N steps (0: only at the end).")
@@ -111,6 +115,9 @@ class TrainConfig:
             (self.method != "vst" or self.batch_size % 2 == 0,
              "vst trains on pairs of samples sharing a style code: batch_size must be even"),
             (self.method == "vst" or not self.init_decoder, "init_decoder is a setting of vst"),
+            (self.method == "adain" or self.warmup_steps == 0, "warmup_steps (inversion) is a setting of adain"),
+            (0 <= self.warmup_steps <= self.max_steps and self.cache_mb >= 0,
+             "warmup_steps must be between 0 and max_steps, cache_mb at least 0"),
             (self.latent_dim >= 1 and self.style_size >= 16, "latent_dim must be positive, style_size >= 16"),
             (self.method == "microast" or self.ssc_weight == 0,
              "the style-signal contrastive loss (ssc_weight) is MicroAST's"),

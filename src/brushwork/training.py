@@ -57,7 +57,7 @@ class StyleTransferTraining(pl.LightningModule):
         self.__dict__["loss_network"] = loss_network
         self.model = self.build_model()
         self.running = torch.nn.ModuleDict({name: RunningMean(window=self.config.log_every)
-                                            for name in ("total", *self.loss_weights())})
+                                            for name in ("total", *self.loss_weights(), *self.warmup_weights())})
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -84,6 +84,17 @@ class StyleTransferTraining(pl.LightningModule):
                    "tv": c.tv_weight, "perceptual": c.perceptual_weight, "hinge": c.hinge_weight,
                    "kl": c.kl_weight}
         return {name: weight for name, weight in weights.items() if weight > 0}
+
+    def warmup_weights(self) -> dict[str, float]:
+        """The loss terms of a method's warm-up phase (``warmup_steps``), with their weights."""
+        return {}
+
+    def in_warmup(self) -> bool:
+        return self.global_step < self.config.warmup_steps
+
+    def active_weights(self) -> dict[str, float]:
+        """The loss terms of the current step's phase."""
+        return self.warmup_weights() if self.in_warmup() else self.loss_weights()
 
     @staticmethod
     def loss_layers(config: TrainConfig) -> tuple[str, ...]:
@@ -117,11 +128,12 @@ class StyleTransferTraining(pl.LightningModule):
     def dataset(cls, config: TrainConfig, seed: int, length: int):
         """The endless stream of training examples (content, style) crop pairs."""
         return ContentStylePairs(config.content_dir, config.style_dir, resize_to=config.resize, crop=config.crop,
-                                 seed=seed, length=length)
+                                 seed=seed, length=length, cache_bytes=config.cache_mb << 20)
 
     def training_step(self, batch, batch_index):
-        _, terms = self.compute_losses(*(batch if isinstance(batch, (list, tuple)) else (batch,)))
-        weights = self.loss_weights()
+        batch = batch if isinstance(batch, (list, tuple)) else (batch,)
+        _, terms = self.compute_losses(*(images.contiguous(memory_format=torch.channels_last) for images in batch))
+        weights = self.active_weights()
         total = sum(weights[name] * term.float() for name, term in terms.items())
         if not torch.isfinite(total):
             raise FloatingPointError(f"the training loss became {total.item()} at step {self.global_step}: "
@@ -141,7 +153,9 @@ class StyleTransferTraining(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_fit_start(self):
-        self.loss_network.to(self.device)
+        # Channels-last: oneDNN's and cuDNN's fast convolution layout (1.2-1.4x a training step on the CPU).
+        self.loss_network.to(self.device, memory_format=torch.channels_last)
+        self.model.to(memory_format=torch.channels_last)
 
     def _training_record(self, steps: int, **extra) -> str:
         return json.dumps({"method": self.config.method, "steps": steps, **extra,
@@ -247,8 +261,22 @@ class AdaINTraining(StyleTransferTraining):
         model = self.adain()
         return model.stylize(content, [model.encode_style(style)])
 
+    def warmup_weights(self) -> dict[str, float]:
+        """Inversion: the decoder learns to give back the content from its own relu4_1 features (pixels, and
+        features at relu1_1..relu4_1 relative to their mean squares), which converges far faster than the
+        stylisation loss and starts it from a decoder that already draws the content."""
+        return {"pixel": 10.0, "features": 1.0} if self.config.warmup_steps else {}
+
     def compute_losses(self, content: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         network = self._require_loss_network()
+        if self.in_warmup():
+            with torch.no_grad():
+                content_features = network(content)
+            output = self.model(content_features[adain.ENCODER_LAYER])
+            output_features = network(output)
+            return output, {"pixel": F.mse_loss(output.float(), content.float()),
+                            "features": sum(losses.relative_content_loss(output_features, content_features, layer)
+                                            for layer in losses.STYLE_LAYERS)}
         with torch.no_grad():
             content_features = network(content)
             style_features = network(style)
@@ -284,7 +312,8 @@ class JohnsonTraining(StyleTransferTraining):
 
     @classmethod
     def dataset(cls, config: TrainConfig, seed: int, length: int):
-        return ContentCrops(config.content_dir, resize_to=config.resize, crop=config.crop, seed=seed, length=length)
+        return ContentCrops(config.content_dir, resize_to=config.resize, crop=config.crop, seed=seed, length=length,
+                            cache_bytes=config.cache_mb << 20)
 
     @staticmethod
     def loss_layers(config: TrainConfig) -> tuple[str, ...]:
@@ -485,6 +514,9 @@ def choose_precision(precision: str, accelerator: str) -> str:
         return precision
     if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    # CPUs with bfloat16 arithmetic (AVX-512 BF16, AMX): 1.8-2x faster steps, weights and Adam in float32.
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16-mixed"
     return "32-true"
 
 
