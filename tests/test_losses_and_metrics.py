@@ -6,6 +6,8 @@ from skimage.metrics import structural_similarity
 
 from brushwork import images, losses, metrics
 
+from conftest import sample_photo
+
 
 def feats(**layers):
     return {name: torch.as_tensor(value, dtype=torch.float32) for name, value in layers.items()}
@@ -95,6 +97,36 @@ def test_stylisation_moves_towards_the_style(hed_metrics, reference):
     stylised = hed_metrics.measure(content, style, output)
     unchanged = hed_metrics.measure(content, style, content)
     assert stylised["style_loss"] < unchanged["style_loss"] / 2
+    assert unchanged["style_ratio"] == pytest.approx(1.0)
+    assert stylised["style_ratio"] == pytest.approx(unchanged["style_loss"] / stylised["style_loss"])
     assert stylised["color_distance"] < unchanged["color_distance"]
+    # The official decoder's fine grid shows; the reference output draws no frame along the border.
+    assert stylised["grid_artefact"] > 1.0 and unchanged["grid_artefact"] == 0.0
+    assert abs(stylised["frame_artefact"]) < 10
     assert 0.1 < stylised["ssim"] < 0.8
     assert stylised["content_loss"] > 0 and 0 < stylised["perceptual_distance"] < 4
+
+
+def test_grid_artefact_sees_a_four_pixel_crosshatch_and_nothing_else():
+    photo = sample_photo("astronaut")
+    pixels = np.asarray(photo).astype(float)
+    y, x = np.mgrid[0:512, 0:512]
+    crosshatch = 4 * np.cos(np.pi * x / 2) * np.cos(np.pi * y / 2)  # 4-pixel period, +-4 grey levels
+    hatched = Image.fromarray(np.clip(pixels + crosshatch[..., None], 0, 255).astype(np.uint8))
+    noisy = Image.fromarray(np.clip(pixels + np.random.default_rng(0).normal(0, 4, pixels.shape), 0, 255)
+                            .astype(np.uint8))
+    assert metrics.grid_artefact(photo, photo) == 0.0
+    assert metrics.grid_artefact(hatched, photo) > 5.0  # dB above the photo's own spectrum
+    assert abs(metrics.grid_artefact(noisy, photo)) < 1.5  # white noise has no peaks
+    with pytest.raises(ValueError, match="at least 32"):
+        metrics.grid_artefact(photo.resize((20, 20)), photo.resize((20, 20)))
+
+
+def test_frame_artefact_sees_a_dark_border_and_not_the_photo():
+    photo = sample_photo("coffee")
+    framed = np.asarray(photo).copy()
+    framed[:3] = framed[:3] // 2  # the top three rows darkened: a frame on one side
+    assert metrics.frame_artefact(photo, photo) == 0.0
+    assert metrics.frame_artefact(Image.fromarray(framed), photo) > 20
+    shifted = Image.fromarray(np.clip(np.asarray(photo).astype(int) + 30, 0, 255).astype(np.uint8))
+    assert abs(metrics.frame_artefact(shifted, photo)) < 3  # a uniform change draws no frame

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -28,8 +29,11 @@ METRICS = {
     "content_loss": False,
     "perceptual_distance": False,
     "style_loss": False,
+    "style_ratio": True,
     "gram_loss": False,
     "color_distance": False,
+    "grid_artefact": False,
+    "frame_artefact": False,
     "seconds": False,
 }
 
@@ -127,8 +131,8 @@ def summarize(records: Iterable[dict]) -> list[dict]:
     for model, rows in by_model.items():
         entry = {"model": model, "pairs": len(rows), "loss_net": rows[0]["loss_net"]}
         for metric in METRICS:
-            values = [row[metric] for row in rows]
-            entry[f"{metric}_mean"] = statistics.fmean(values)
+            values = [row[metric] for row in rows if not math.isnan(row[metric])]  # nan: too small to measure
+            entry[f"{metric}_mean"] = statistics.fmean(values) if values else math.nan
             entry[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         summary.append(entry)
     return summary

@@ -42,6 +42,55 @@ def ssim(a: Image.Image | torch.Tensor, b: Image.Image | torch.Tensor) -> float:
     return float(structural_similarity(gray_a, gray_b, data_range=255))
 
 
+def grid_artefact(output: Image.Image | torch.Tensor, content: Image.Image | torch.Tensor, period: int = 4,
+                  ring: int = 6) -> float:
+    """How much more the output's spectrum peaks at the frequencies of a ``period``-pixel grid than the content's,
+    in dB (0: no more than the photo; a decoder that upsamples 4x with a regular pattern gives several dB).
+
+    A decoder that upsamples by 2 twice can leave a fine regular crosshatch: energy at multiples of 1/4 cycle per
+    pixel in x and y. For each such frequency (but 0, 0) the spectrum's power there (Hann-windowed grayscale) is
+    compared with the median power of the frequencies around it (a ``ring`` of bins): natural images and
+    paintings have smooth spectra, a regular pattern a sharp peak. The peaks' mean prominence of the content is
+    subtracted, so that a photo's own periodic structure does not count.
+    """
+    def prominence(image) -> float:
+        gray = _gray(image).astype(np.float64)
+        height, width = gray.shape
+        if min(height, width) < 8 * period:
+            raise ValueError(f"the grid artefact needs images of at least {8 * period} px a side")
+        window = np.outer(np.hanning(height), np.hanning(width))
+        power = np.abs(np.fft.fft2((gray - gray.mean()) * window)) ** 2
+        scores = []
+        for ky in range(period):
+            for kx in range(period):
+                if ky == kx == 0:
+                    continue
+                cy, cx = round(ky * height / period), round(kx * width / period)
+                rows = np.arange(cy - ring, cy + ring + 1) % height
+                cols = np.arange(cx - ring, cx + ring + 1) % width
+                patch = power[np.ix_(rows, cols)]
+                peak = patch[ring - 1:ring + 2, ring - 1:ring + 2].max()  # the peak may fall between bins
+                around = np.concatenate([patch[:ring - 1].ravel(), patch[ring + 2:].ravel()])
+                scores.append(10 * np.log10((peak + 1e-12) / (np.median(around) + 1e-12)))
+        return float(np.mean(scores))
+
+    return prominence(output) - prominence(content)
+
+
+def frame_artefact(output: Image.Image | torch.Tensor, content: Image.Image | torch.Tensor, edge: int = 4,
+                   inner: int = 12) -> float:
+    """How much more the output's outermost rows and columns differ from the band just inside them than the
+    content's do, in grey levels (0-255): the larger excess, over the four sides, of the difference of mean and
+    of standard deviation (a frame that a decoder draws along the border shows in one or both)."""
+    def differences(image) -> np.ndarray:
+        gray = _gray(image).astype(np.float64)
+        sides = [gray, gray[::-1], gray.T, gray.T[::-1]]  # top, bottom, left, right as leading rows
+        return np.array([[abs(side[:edge].mean() - side[edge:inner].mean()),
+                          abs(side[:edge].std() - side[edge:inner].std())] for side in sides])
+
+    return float((differences(output) - differences(content)).max())
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of two images in [0, 1] (clamped first, as when saved); inf if equal."""
     mse = torch.mean((a.detach().float().clamp(0, 1) - b.detach().float().clamp(0, 1)) ** 2).item()
@@ -95,12 +144,17 @@ class Metrics:
         content_features = content_features or self.features(content)
         style_features = style_features or self.style_features(style)
         output_features = self.features(output)
+        style_loss = float(losses.style_loss(output_features, style_features))
         return {
             "ssim": ssim(content, output),
             "content_loss": float(losses.content_loss(output_features, content_features)),
             "perceptual_distance": float(losses.perceptual_distance(output_features, content_features)),
-            "style_loss": float(losses.style_loss(output_features, style_features)),
+            "style_loss": style_loss,
+            # How far the method moved the photo towards the painting: the photo's own style loss / the output's.
+            "style_ratio": float(losses.style_loss(content_features, style_features)) / max(style_loss, 1e-12),
             "gram_loss": float(losses.gram_loss(output_features, style_features)),
             "color_distance": color_distance(output, style),
+            "grid_artefact": grid_artefact(output, content) if min(output.shape[-2:]) >= 32 else math.nan,
+            "frame_artefact": frame_artefact(output, content) if min(output.shape[-2:]) >= 24 else math.nan,
             "loss_net": self.loss_net,
         }
