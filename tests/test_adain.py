@@ -61,8 +61,8 @@ def model(weights_dir):
 
 
 @pytest.fixture(scope="module")
-def images(shared):
-    folder = shared / "data" / "eval"
+def images(eval_images):
+    folder = eval_images
     content = to_tensor(resize(load_image(sorted((folder / "content").iterdir())[0]), 128))
     styles = [to_tensor(resize(load_image(path), 128)) for path in sorted((folder / "style").iterdir())[:2]]
     return content, styles

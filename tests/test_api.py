@@ -10,9 +10,8 @@ from brushwork.functional import rgb_to_ycbcr
 
 
 @pytest.fixture(scope="module")
-def pair(reference):
-    folder, cases = reference
-    return folder / cases[3]["content"], folder / cases[3]["style"]
+def pair(reference_pair):
+    return reference_pair[:2]
 
 
 def test_stylize_accepts_paths_images_arrays_and_tensors(pair, weights_dir):

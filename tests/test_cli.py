@@ -7,6 +7,8 @@ import sys
 import pytest
 from PIL import Image
 
+from conftest import HAVE_SHARED
+
 
 def brushwork(*args, env=None):
     return subprocess.run([sys.executable, "-m", "brushwork", *map(str, args)],
@@ -21,9 +23,8 @@ def assert_one_line_error(run, code, text):
 
 
 @pytest.fixture(scope="module")
-def pair(reference):
-    folder, cases = reference
-    return folder / cases[3]["content"], folder / cases[3]["style"], folder / cases[4]["style"]
+def pair(reference_pair):
+    return reference_pair
 
 
 def test_stylize_one_image(tmp_path, pair, weights_dir):
@@ -108,18 +109,32 @@ def test_missing_weights_say_how_to_provide_them(tmp_path, pair):
     empty.mkdir()
     # A proxy that refuses connections makes the download fail the same way with or without a network.
     unreachable = {**os.environ, "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
-    run = brushwork("stylize", content, style, "-o", tmp_path / "o.png", "--model", "microast-cv-faces",
+    run = brushwork("stylize", content, style, "-o", tmp_path / "o.png", "--method", "adain",
                     "--weights-dir", empty, env=unreachable)
-    assert_one_line_error(run, 1, "dec-tuned-tv-finetuning-ffhq-laion-l2")
-    assert "github.com/gzarbameli/MicroAST-CV" in run.stderr and "--weights-dir" in run.stderr
+    # One message names every file the model needs (the decoder and its encoder), where each comes from and goes.
+    assert_one_line_error(run, 1, "decoder.pth, vgg_normalised.pth (its encoder 'vgg19-normalised')")
+    assert "github.com/naoto0804/pytorch-AdaIN" in run.stderr and "--weights-dir" in run.stderr
+    assert f"in DIR/adain/" in run.stderr and "weights fetch adain vgg19-normalised" in run.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def test_the_default_model_ships_in_the_package(tmp_path, pair):
+    """No local folder, an empty cache, no network: the default model paints, from the package."""
+    content, style, _ = pair
+    unreachable = {**os.environ, "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+                   "BRUSHWORK_CACHE": str(tmp_path / "cache")}
+    run = brushwork("stylize", content, style, "-o", tmp_path / "o.png", "--content-size", 64, env=unreachable)
+    assert run.returncode == 0, run.stderr
+    assert Image.open(tmp_path / "o.png").size == (64, 64)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.pth*"))
 
 
 def test_weights_commands(weights_dir, tmp_path):
     run = brushwork("weights", "list", "--weights-dir", weights_dir)
     assert run.returncode == 0
     lines = {line.split()[0]: line for line in run.stdout.splitlines()[1:]}
-    assert "local" in lines["microast"] and "(default)" in lines["microast"]
+    assert ("local" if HAVE_SHARED else "package") in lines["microast"]
+    assert "(default)" in lines["microast-cv-coco-wikiart"] and "package" in lines["microast-cv-portraits"]
     assert "missing" in lines["vgg19"]
 
     run = brushwork("weights", "verify", "microast", "vgg16-hed", "--weights-dir", weights_dir)
@@ -129,7 +144,16 @@ def test_weights_commands(weights_dir, tmp_path):
     bad.mkdir()
     (bad / "decoder_iter_160000.pth.tar").write_bytes(b"wrong")
     run = brushwork("weights", "verify", "microast", "--weights-dir", tmp_path)
-    assert run.returncode == 1 and "MISMATCH" in run.stdout
+    assert_one_line_error(run, 1, "1 weight file(s) missing or damaged")
+    assert "DAMAGED" in run.stdout and "decoder_iter_160000.pth.tar is damaged" in run.stderr
+
+    # Named, a model must be complete; unnamed, what was never fetched is listed, not an error.
+    empty = {**os.environ, "BRUSHWORK_CACHE": str(tmp_path / "cache")}
+    run = brushwork("weights", "verify", "adain", env=empty)
+    assert_one_line_error(run, 1, "adain/decoder.pth is missing")
+    run = brushwork("weights", "verify", env=empty)
+    assert run.returncode == 0, run.stderr
+    assert "adain: not fetched yet" in run.stdout and "microast/decoder_iter_160000.pth.tar: ok" in run.stdout
 
     run = brushwork("weights", "fetch", "microast-cv-portraits", "--weights-dir", weights_dir)
     assert run.returncode == 0 and "microast-cv-portraits: ok" in run.stdout

@@ -9,17 +9,20 @@ from PIL import Image
 from brushwork import evaluation
 from brushwork.errors import BrushworkError
 
+from conftest import sample_photo
+
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory, reference):
-    folder, cases = reference
+def folders(tmp_path_factory, reference_pair):
+    content, *styles = reference_pair
     root = tmp_path_factory.mktemp("eval")
     (root / "content").mkdir()
     (root / "style").mkdir()
-    for case in cases[::3]:
-        Image.open(folder / case["content"]).resize((80, 64)).save(root / "content" / case["content"])
-    for name in ("style_la_muse.png", "style_mondrian.png"):
-        Image.open(folder / name).resize((64, 64)).save(root / "style" / name)
+    Image.open(content).resize((80, 64)).save(root / "content" / "sailboat.png")
+    for name in ("chelsea", "coffee"):
+        sample_photo(name).resize((80, 64)).save(root / "content" / f"{name}.png")
+    for style in styles:
+        Image.open(style).resize((64, 64)).save(root / "style" / f"{style.stem}.png")
     return root
 
 
@@ -70,7 +73,7 @@ def test_eval_command(folders, weights_dir, tmp_path):
                           "-o", tmp_path / "out", "--max-contents", "1", "--max-styles", "1", "--content-size", "32",
                           "--style-size", "32", "--weights-dir", weights_dir], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert "| microast | 1 |" in run.stdout and "evaluating" in run.stderr
+    assert "| microast-cv-coco-wikiart | 1 |" in run.stdout and "evaluating" in run.stderr  # the default model
     assert (tmp_path / "out" / "contact_sheet.png").is_file()
 
 

@@ -17,13 +17,9 @@ from brushwork.metrics import ssim
 
 
 @pytest.fixture(scope="module")
-def pair(shared):
-    torch.set_num_threads(2)
-    folder = shared / "data" / "eval"
-    content = to_tensor(resize(load_image(folder / "content" / "aib_cls_26.jpg"), 64))
-    style = to_tensor(resize(load_image(folder / "style" / "brushstrokes.jpg"), 64))
-    other = to_tensor(resize(load_image(folder / "style" / "asheville.jpg"), 64))
-    return content, style, other
+def pair(reference_pair):
+    content, other, style = reference_pair  # sailboat; Mondrian, brushstrokes
+    return tuple(to_tensor(resize(load_image(path), 64)) for path in (content, style, other))
 
 
 def make(weights_dir, **settings):
@@ -38,12 +34,11 @@ def relative_gram_error(model, image, style):
                      / gram_matrix(target[l]).pow(2).mean()) for l in s.style_layers)
 
 
-def test_optimisation_stylises_and_keeps_the_content(shared, weights_dir):
+def test_optimisation_stylises_and_keeps_the_content(reference_pair, weights_dir):
     """The default weights give a real stylisation: the style loss falls over 10x from the content image's,
     and the structure stays (SSIM to the content above 0.3)."""
-    folder = shared / "data" / "eval"
-    content = to_tensor(resize(load_image(folder / "content" / "aib_cls_26.jpg"), 128))
-    style = to_tensor(resize(load_image(folder / "style" / "brushstrokes.jpg"), 128))
+    content = to_tensor(resize(load_image(reference_pair[0]), 128))
+    style = to_tensor(resize(load_image(reference_pair[2]), 128))
     model = make(weights_dir, steps=80)
     output = model.stylize(content, [model.encode_style(style)])
     assert output.shape == content.shape and 0 <= output.min() and output.max() <= 1

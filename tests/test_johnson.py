@@ -87,10 +87,10 @@ def test_alpha_zero_keeps_the_content_and_styles_are_refused(weights_dir):
         brushwork.Stylizer(method="microast", device="cpu", weights_dir=weights_dir)("sample:astronaut")
 
 
-def test_training_losses_fall_and_the_network_is_used(folders, tmp_path, weights_dir, shared):
+def test_training_losses_fall_and_the_network_is_used(folders, tmp_path, weights_dir, reference_pair):
     """A tiny CPU run: the weighted loss falls, the folder it writes loads and paints without a style."""
     content_dir = folders / "content"
-    style_image = shared / "data" / "eval" / "style" / "la_muse.jpg"
+    style_image = reference_pair[2]
     (_, config), = load_config(None, dict(content_dir=str(content_dir), style_image=str(style_image), crop=32,
                                           resize=40, batch_size=2, max_steps=30, workers=0, sample_every=0,
                                           checkpoint_every=30, log_every=5, output_dir=str(tmp_path / "run"),
@@ -99,7 +99,7 @@ def test_training_losses_fall_and_the_network_is_used(folders, tmp_path, weights
 
     folder = train(config)
     record = json.loads((folder / "training.json").read_text())
-    assert record["method"] == "johnson" and record["style"] == "la_muse.jpg" and record["steps"] == 30
+    assert record["method"] == "johnson" and record["style"] == style_image.name and record["steps"] == 30
     rows = list(__import__("csv").DictReader(open(next((tmp_path / "run" / "csv").rglob("metrics.csv")))))
     totals = [float(r["loss/total"]) for r in rows if r.get("loss/total")]
     assert totals[-1] < 0.5 * totals[0]
@@ -118,10 +118,10 @@ def test_config_errors(settings, message, tmp_path):
         load_config(None, {"content_dir": str(tmp_path), **settings}, "johnson")
 
 
-def test_vgg19_is_refused(tmp_path, shared):
+def test_vgg19_is_refused(tmp_path, reference_pair):
     with pytest.raises(BrushworkError, match="loss_net vgg16"):
         load_config(None, {"content_dir": str(tmp_path), "loss_net": "vgg19",
-                           "style_image": str(shared / "data" / "eval" / "style" / "la_muse.jpg")}, "johnson")
+                           "style_image": str(reference_pair[2])}, "johnson")
 
 
 def test_command_line(tmp_path):

@@ -19,9 +19,8 @@ from brushwork.onnx_export import SIGNAL_NAMES, STAGES, export_onnx, stage_path,
 
 
 @pytest.fixture(scope="module")
-def images(shared):
-    content = sorted((shared / "data" / "eval" / "content").iterdir())[4]
-    style = sorted((shared / "data" / "eval" / "style").iterdir())[9]
+def images(reference_pair):
+    content, style, _ = reference_pair
     return Image.open(content).convert("RGB"), Image.open(style).convert("RGB")
 
 
@@ -99,7 +98,7 @@ def test_cli_export_with_a_baked_style(weights_dir, images, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "dB PSNR" in run.stdout and not style_path(tmp_path / "baked.onnx").exists()
     assert [node.name for node in onnx.load(str(tmp_path / "baked.onnx")).graph.input] == ["content"]
-    plain = load_model("microast", weights_dir=weights_dir, device="cpu", fast=False)
+    plain = load_model(weights_dir=weights_dir, device="cpu", fast=False)  # the default model, as exported
     baked = load_model(str(tmp_path / "baked.onnx"), device="cpu")
     photo = to_tensor(content.resize((300, 200)))
     painting = to_tensor(Image.open(tmp_path / "painting.png"))

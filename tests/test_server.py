@@ -80,7 +80,8 @@ def test_stylize_uploads_gives_the_asked_size_and_a_painted_image(client, photo,
                                     "style": ("painting.jpg", painting, "image/jpeg")},
                      size="96", alpha="0.8", title="astronaut in coffee")
     assert (result["width"], result["height"]) == (128, 96)  # shorter side 96, aspect kept
-    assert result["model"] == "microast" and result["method"] == "microast" and result["alpha"] == 0.8
+    assert result["model"] == "microast-cv-coco-wikiart" and result["method"] == "microast"  # the default model
+    assert result["alpha"] == 0.8
     assert result["title"] == "astronaut in coffee" and 0 < result["seconds"] < 30
     output = image_of(client, result["url"])
     assert output.format == "PNG" and output.size == (128, 96)
@@ -276,7 +277,8 @@ def test_study_preference_and_deception(client, painting):
     preference_rows = [row for row in rows if row["study"] == "preference"]
     chosen = next(row for row in preference_rows if row["position"] == "0")
     assert chosen["picked"] == "1" and chosen["participant"] == "p-1" and chosen["real"] == "0"
-    assert {row["condition"] for row in preference_rows} == {"microast, alpha 1", "microast, alpha 0.5"}
+    assert {row["condition"] for row in preference_rows} == {"microast-cv-coco-wikiart, alpha 1",
+                                                             "microast-cv-coco-wikiart, alpha 0.5"}
     deception_rows = [row for row in rows if row["study"] == "deception"]
     fakes = sum(row["real"] == "0" for row in deception_rows)
     reals = len(deception_rows) - fakes
@@ -311,7 +313,8 @@ def test_artworks_for_the_deception_study(client, settings, painting):
 
 def test_models_samples_page_and_openapi(client):
     models = {m["name"]: m for m in client.get("/api/models").json()}
-    assert models["microast"]["default"] and models["microast"]["available"]
+    assert models["microast-cv-coco-wikiart"]["default"] and not models["microast"]["default"]
+    assert all(models[name]["available"] for name in ("microast", "microast-cv-coco-wikiart", "microast-cv-faces"))
     assert models["microast"]["licence"] == "MIT" and "AAAI 2023" in models["microast"]["citation"]
     assert models["gatys"]["kind"] == "model" and models["vgg16-hed"]["kind"] == "loss-network"
     samples = client.get("/api/samples").json()
@@ -327,3 +330,14 @@ def test_models_samples_page_and_openapi(client):
                  "/api/study/answers.csv"):
         assert path in paths
     assert paths["/api/stylize"]["post"]["responses"]["415"]
+
+
+def test_the_api_page_works_offline(client):
+    """/docs loads Swagger UI from the server itself (a package ships its files), never from a CDN."""
+    page = client.get("/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert "cdn." not in page.text and "https://" not in page.text.split("</head>")[0]
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        response = client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 10_000, asset
+    assert client.get("/openapi.json").json()["info"]["title"] == "brushwork"

@@ -78,8 +78,8 @@ def clips(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def style(shared):
-    return shared / "data" / "eval" / "style" / "brushstrokes.jpg"
+def style(reference_pair):
+    return reference_pair[2]  # brushstrokes
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_command_paints_every_frame_and_keeps_the_sound(tmp_path, clips, style, 
 
     # Each frame is the still image painted alone, up to H.264's loss (measured: 30.9 dB at worst, crf 18).
     with av.open(str(clips["moving"])) as container:
-        stills = [np.asarray(brushwork.stylize(frame.to_image(), style, model="microast", style_size=STYLE_SIZE,
+        stills = [np.asarray(brushwork.stylize(frame.to_image(), style, style_size=STYLE_SIZE,  # the default model
                                                device="cpu", weights_dir=weights_dir), dtype=np.float64)
                   for frame in container.decode(video=0)]
     for painted, still, content in zip(outputs, stills, inputs):

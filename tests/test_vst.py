@@ -70,9 +70,8 @@ def metrics(weights_dir):
 
 
 @pytest.fixture(scope="module")
-def style_images(shared):
-    folder = shared / "data" / "eval" / "style"
-    return folder / "la_muse.jpg", folder / "brushstrokes.jpg"
+def style_images(reference_pair):
+    return reference_pair[1], reference_pair[2]  # Mondrian, brushstrokes
 
 
 def _tensor(image) -> torch.Tensor:

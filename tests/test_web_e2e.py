@@ -2,6 +2,7 @@
 server: upload two images, stylise, find the result in the gallery after a reload, answer a study trial."""
 
 import io
+import os
 import shutil
 import socket
 import threading
@@ -17,8 +18,12 @@ from PIL import Image
 from brushwork.server.app import create_app
 from brushwork.server.settings import Settings
 
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "web_screenshot.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: CI sets this: there a missing browser is a failure, elsewhere a skip.
+REQUIRED = os.environ.get("BRUSHWORK_REQUIRE_BROWSER") == "1"
+#: Where to keep the page's screenshot for the docs (an explicit request, never a side effect of a test run):
+#: BRUSHWORK_WEB_SCREENSHOT=docs/web_screenshot.png python -m pytest tests/test_web_e2e.py
+SCREENSHOT_FOR_DOCS = os.environ.get("BRUSHWORK_WEB_SCREENSHOT")
 
 
 def free_port() -> int:
@@ -47,7 +52,8 @@ def server(tmp_path_factory, weights_dir):
 @pytest.fixture
 def browser():
     if CHROMIUM is None:
-        pytest.fail("Chromium is not installed; this test needs it: apt-get install chromium (.ci/run does this)")
+        message = "Chromium is not installed (apt-get install chromium; .ci/run does this)"
+        pytest.fail(message) if REQUIRED else pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -57,10 +63,11 @@ def browser():
         browser.close()
 
 
-def save_small_screenshot(png: bytes) -> None:
+def save_small_screenshot(png: bytes, path: Path) -> Path:
     """A 256-colour PNG: a page of photos stays well under 300 KB."""
     image = Image.open(io.BytesIO(png)).convert("RGB")
-    image.quantize(256, method=Image.Quantize.MEDIANCUT).save(SCREENSHOT, optimize=True)
+    image.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    return path
 
 
 def test_stylise_gallery_and_study_in_chromium(server, browser, tmp_path):
@@ -86,7 +93,7 @@ def test_stylise_gallery_and_study_in_chromium(server, browser, tmp_path):
     result_id = result.get_attribute("data-id")
     expect(result.locator("a.download")).to_have_attribute("download", f"brushwork-{result_id}-microast.png")
     assert page.evaluate("document.querySelector('#stylise-result img').naturalHeight") == 160
-    save_small_screenshot(page.screenshot(full_page=True))
+    screenshot = save_small_screenshot(page.screenshot(full_page=True), tmp_path / "web_screenshot.png")
 
     page.click("nav a[href='#gallery']")
     page.reload()
@@ -107,4 +114,6 @@ def test_stylise_gallery_and_study_in_chromium(server, browser, tmp_path):
     expect(page.locator("#deception-table")).to_contain_text("real artworks")
     assert httpx.get(server + "/api/study/results").json()["deception"]["trials"] == 1
     assert not errors, errors
-    assert SCREENSHOT.stat().st_size < 300_000
+    assert screenshot.stat().st_size < 300_000
+    if SCREENSHOT_FOR_DOCS:
+        shutil.copyfile(screenshot, SCREENSHOT_FOR_DOCS)

@@ -22,7 +22,7 @@ from . import weights as registry
 from .api import DEFAULT_MAX_MEMORY, METHODS, Stylizer, load_model, style_weights_for
 from .benchmark import (DEFAULT_SIZES, convergence_table, describe_machine, markdown_table, run_benchmark,
                         run_gatys_convergence, run_training_benchmark, training_table)
-from .errors import BrushworkError
+from .errors import BrushworkError, WeightsError
 from .evaluation import evaluate, summarize, summary_table, write_report
 from .images import SAVE_FORMATS, list_images, save_image
 from .methods.gatys import INITS as GATYS_INITS, OPTIMIZERS as GATYS_OPTIMIZERS
@@ -587,20 +587,31 @@ def weights_fetch(names, fetch_all, weights_dir):
 @click.argument("names", nargs=-1)
 @_weights_dir_option
 def weights_verify(names, weights_dir):
-    """Check the sha256 of every weight file present; exit 1 if any does not match."""
-    bad = 0
+    """Check the sha256 of every weight file; exit 1 if a file is damaged or missing.
+
+    Named entries must have every file. Without names every entry is checked that ships in the package or has any
+    file at hand; entries with none (not fetched yet) are listed, and are not an error."""
+    problems = []
     for name in names or registry.REGISTRY:
-        for item in registry.status(name, list(weights_dir), check=True):
+        statuses = registry.status(name, list(weights_dir), check=True)
+        packaged = any(isinstance(item.file.source, registry.Packaged) for item in statuses)
+        if not names and not packaged and all(item.found is None for item in statuses):
+            click.echo(f"{name}: not fetched yet ('brushwork weights fetch {name}')")
+            continue
+        for item in statuses:
             if item.found is None:
-                state = "missing"
+                state = "MISSING"
+                problems.append(f"{name}/{item.file.filename} is missing")
             elif not item.file.sha256:
                 state = f"present, no published checksum to check {item.found.path}"
+            elif item.ok:
+                state = f"ok {item.found.path}"
             else:
-                state = f"ok {item.found.path}" if item.ok else f"MISMATCH {item.found.path}"
-                bad += not item.ok
+                state = f"DAMAGED (sha256 does not match) {item.found.path}"
+                problems.append(f"{item.found.path} is damaged")
             click.echo(f"{name}/{item.file.filename}: {state}")
-    if bad:
-        raise SystemExit(1)
+    if problems:
+        raise WeightsError(f"{len(problems)} weight file(s) missing or damaged: {'; '.join(problems)}")
 
 
 def main() -> None:

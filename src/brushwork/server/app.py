@@ -7,10 +7,12 @@ import random
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import swagger_ui_bundle
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -48,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.sessions.kw["bind"].dispose()
 
     app = FastAPI(
-        title="brushwork", version=__version__, lifespan=lifespan,
+        title="brushwork", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
         description="Neural style transfer: stylise photos with MicroAST, AdaIN or Gatys, keep the results in a "
                     "gallery, and measure preference and deception rates with real people.",
     )
@@ -56,6 +58,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # The API page's Swagger UI from a package, not a CDN: it works on a machine with no internet.
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def api_page() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="brushwork API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
