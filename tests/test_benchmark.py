@@ -66,9 +66,22 @@ def test_bench_command(tmp_path, weights_dir):
 def test_training_step_next_to_the_reference_step(weights_dir):
     results = benchmark.run_training_benchmark(batch_size=2, crop=32, runs=1, warmup=0, rounds=1,
                                                weights_dir=weights_dir, progress=False)
-    assert [r["variant"] for r in results] == ["brushwork", "baseline"]
+    assert [r["variant"] for r in results] == ["brushwork", "fp32", "baseline"]
     assert all(r["median_s"] > 0 and r["batch_size"] == 2 and r["crop"] == 32 for r in results)
-    assert "| brushwork | cpu | 2 x 32 px |" in benchmark.training_table(results)
+    assert results[1]["precision"] == "32-true"
+    table = benchmark.training_table(results)
+    assert f"| microast | brushwork | {results[0]['precision']} | cpu | 2 x 32 px |" in table
+    assert "| microast | fp32 | 32-true | cpu | 2 x 32 px |" in table
+
+
+@pytest.mark.parametrize("method", ["adain", "johnson", "vst"])
+def test_every_methods_training_step_is_measured(method, weights_dir):
+    results = benchmark.run_training_benchmark(method=method, batch_size=2, crop=32, runs=1, warmup=0, rounds=1,
+                                               weights_dir=weights_dir, progress=False)
+    assert [(r["method"], r["variant"]) for r in results] == [(method, "brushwork"), (method, "fp32")]
+    assert all(r["median_s"] > 0 for r in results)
+    with pytest.raises(BrushworkError, match="unknown training method"):
+        benchmark.run_training_benchmark(method="cyclegan", weights_dir=weights_dir, progress=False)
 
 
 def test_every_method_next_to_its_baseline(weights_dir):

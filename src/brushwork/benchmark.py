@@ -80,6 +80,13 @@ class TrainingCase:
     loss_net: str
     runs: int
     warmup: int
+    method: str = "microast"
+
+
+#: Training-step variants: brushwork's step as ``brushwork train`` runs it (bfloat16 autocast where the device
+#: has it, channels-last), the same step in plain float32 (the step before those), and for MicroAST the
+#: reference implementation's step.
+TRAINING_VARIANTS = ("brushwork", "fp32", "baseline")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -207,7 +214,8 @@ def _pool_rounds(case, measured: list[dict]) -> dict:
         "peak_gpu_mb": max(gpu) if gpu else None,
         "threads": measured[0]["threads"],
         "torch": measured[0]["torch"],
-        **{key: measured[-1][key] for key in ("history", "scales", "sizes", "tile", "huge_pages", "keeps_freed_memory")
+        **{key: measured[-1][key] for key in ("history", "scales", "sizes", "tile", "huge_pages", "keeps_freed_memory",
+                                              "precision")
            if key in measured[-1]},
     }
 
@@ -312,43 +320,64 @@ def _measure_convergence(case: ConvergenceCase, weights_dir: list[str]) -> dict:
             "scales": len(run.sizes), "sizes": run.sizes}
 
 
-def run_training_benchmark(*, batch_size: int = 8, crop: int = 256, device: str = "cpu", loss_net: str = "vgg16-hed",
-                           runs: int = 3, warmup: int = 1, rounds: int = 2, weights_dir=None,
-                           progress: bool = True) -> list[dict]:
-    """Seconds per MicroAST training step (forward, losses, backward, Adam) on a synthetic batch: brushwork's
-    step against the reference implementation's, each in fresh processes, alternating over ``rounds``."""
+def run_training_benchmark(*, method: str = "microast", batch_size: int = 8, crop: int = 256, device: str = "cpu",
+                           loss_net: str = "vgg16-hed", runs: int = 3, warmup: int = 1, rounds: int = 2,
+                           weights_dir=None, progress: bool = True) -> list[dict]:
+    """Seconds per training step (forward, losses, backward, Adam) of ``method`` on a synthetic batch: brushwork's
+    step against the same step in plain float32 (and, for MicroAST, the reference implementation's), each in
+    fresh processes, alternating over ``rounds``."""
+    from .train_config import METHOD_DEFAULTS
+
     choose_device(device)
+    if method not in METHOD_DEFAULTS:
+        raise BrushworkError(f"unknown training method {method!r}; trainable: {', '.join(METHOD_DEFAULTS)}")
     if batch_size < 2 or crop < 16:
         raise BrushworkError("a training benchmark needs batch size >= 2 and crop >= 16")
-    group = [TrainingCase(variant, device, batch_size, crop, loss_net, runs, warmup) for variant in VARIANTS]
+    variants = TRAINING_VARIANTS if method == "microast" else TRAINING_VARIANTS[:2]
+    group = [TrainingCase(variant, device, batch_size, crop, loss_net, runs, warmup, method) for variant in variants]
     return _run_rounds([group], _measure_training, weights_dir, rounds, "training benchmark", progress)
 
 
 def _measure_training(case: TrainingCase, weights_dir: list[str]) -> dict:
     import dataclasses
 
-    from .train_config import TrainConfig
-    from .training import MicroASTTraining
+    from . import losses
+    from .methods import johnson
+    from .train_config import METHOD_DEFAULTS, TrainConfig
+    from .training import TRAINERS, choose_precision
     from .vgg import load_loss_network
 
     device = choose_device(case.device)
     torch.manual_seed(0)
-    config = TrainConfig(content_dir="-", style_dir="-", batch_size=case.batch_size, crop=case.crop)
-    network = load_loss_network(case.loss_net, MicroASTTraining.loss_layers(config), device=device,
+    defaults = {k: v for k, v in METHOD_DEFAULTS[case.method].items() if k != "output_dir"}
+    config = TrainConfig(**{**defaults, "method": case.method, "content_dir": "-", "style_dir": "-",
+                            "batch_size": case.batch_size, "crop": case.crop, "loss_net": case.loss_net})
+    trainer_class = TRAINERS[case.method]
+    network = load_loss_network(case.loss_net, trainer_class.loss_layers(config), device=device,
                                 weights_dir=weights_dir)
-    module = MicroASTTraining(dataclasses.asdict(config), network).to(device)
-    optimizer = torch.optim.Adam(module.model.parameters(), lr=config.lr)
+    module = trainer_class({**dataclasses.asdict(config), "encoder": case.loss_net}, network).to(device)
     generator = torch.Generator().manual_seed(0)
     content = torch.rand(case.batch_size, 3, case.crop, case.crop, generator=generator).to(device)
     style = torch.rand(case.batch_size, 3, case.crop, case.crop, generator=generator).to(device)
+    if case.method == "johnson":  # the one style's Gram matrices, computed once as in training
+        with torch.no_grad():
+            module.__dict__["_style_targets"] = {layer: losses.gram_matrix(value) for layer, value in
+                                                 network(style[:1]).items() if layer in johnson.STYLE_LAYERS}
+    low_precision = case.variant == "brushwork" and choose_precision("auto", device.type).startswith("bf16")
+    if case.variant == "brushwork":
+        network.to(memory_format=torch.channels_last)
+        module.model.to(memory_format=torch.channels_last)
+        content, style = (x.contiguous(memory_format=torch.channels_last) for x in (content, style))
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=config.lr)
 
     def step() -> float:
         start = time.perf_counter()
         if case.variant == "baseline":
             total = _reference_training_loss(module.model, network, content, style)
         else:
-            _, terms = module.compute_losses(content, style)
-            total = sum(module.loss_weights()[name] * term for name, term in terms.items())
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+                _, terms = module.compute_losses(content, style)
+                total = sum(module.loss_weights()[name] * term.float() for name, term in terms.items())
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
@@ -361,7 +390,8 @@ def _measure_training(case: TrainingCase, weights_dir: list[str]) -> dict:
         step()
     times = [step() for _ in range(case.runs)]
     return {"times_s": times, "peak_rss_mb": _peak_rss_mb(), "idle_rss_mb": idle_rss, "peak_gpu_mb": None,
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "precision": "reference" if case.variant == "baseline" else "bf16-mixed" if low_precision else "32-true"}
 
 
 def _reference_training_loss(model, network, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -397,12 +427,15 @@ def _reference_training_loss(model, network, content: torch.Tensor, style: torch
 
 
 def training_table(results: list[dict]) -> str:
-    header = ("variant", "device", "batch x crop", "steps/s", "s/step median (min-max)", "peak RSS")
+    header = ("method", "variant", "precision", "device", "batch x crop", "steps/s", "s/step median (min-max)",
+              "speed-up", "peak RSS")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    plain = next((r for r in results if r["variant"] == "fp32"), None)
     for result in results:
         lines.append("| " + " | ".join([
-            result["variant"], result["device"], f"{result['batch_size']} x {result['crop']} px",
-            f"{1 / result['median_s']:.3f}", _timing(result), _memory(result)]) + " |")
+            result.get("method", "microast"), result["variant"], result.get("precision", "-"), result["device"],
+            f"{result['batch_size']} x {result['crop']} px", f"{1 / result['median_s']:.3f}", _timing(result),
+            _speed_up(plain, result) if plain and result is not plain else "-", _memory(result)]) + " |")
     return "\n".join(lines)
 
 

@@ -415,7 +415,9 @@ def eval_command(content_dir, style_dir, output, models, loss_net, content_size,
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the table.")
 @click.option("--training", is_flag=True,
-              help="Measure MicroAST training steps (forward, losses, backward, Adam) instead of stylisation.")
+              help="Measure training steps (forward, losses, backward, Adam) instead of stylisation.")
+@click.option("--method", "training_method", type=click.Choice(["microast", "adain", "johnson", "vst"]),
+              default="microast", show_default=True, help="With --training: whose training step.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=8, show_default=True, help="With --training.")
 @click.option("--crop", type=click.IntRange(min=16), default=256, show_default=True, help="With --training.")
 @click.option("--loss-net", type=click.Choice(["vgg16-hed", "vgg16", "vgg19"]), default="vgg16-hed",
@@ -432,12 +434,13 @@ def eval_command(content_dir, style_dir, output, models, loss_net, content_size,
 @click.option("--onnx", is_flag=True, help="Also measure MicroAST models exported to ONNX, run by ONNX Runtime.")
 @_weights_dir_option
 def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, markdown_path, training,
-          batch_size, crop, loss_net, gatys_steps, gatys_convergence, content, style, max_memory, onnx, weights_dir):
+          training_method, batch_size, crop, loss_net, gatys_steps, gatys_convergence, content, style, max_memory, onnx, weights_dir):
     """Latency (median, min-max of ROUNDS x RUNS after WARMUP) and peak memory per model, size and device.
 
     Each case runs in a fresh process. The baseline is the reference implementation's plain pattern (eager
-    fp32, whole image; for --training, its training step with the contrastive loss built in Python loops),
-    measured in the same run, so every figure is also a ratio.
+    fp32, whole image; for --training, the same step in plain float32 and, for MicroAST, the reference training
+    step with the contrastive loss built in Python loops), measured in the same run, so every figure is also a
+    ratio.
     """
     if gatys_convergence:
         results = run_gatys_convergence(sizes.split(",")[0], steps=gatys_steps or 300, content=content, style=style,
@@ -445,7 +448,8 @@ def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, 
                                         weights_dir=list(weights_dir))
         table = convergence_table(results)
     elif training:
-        results = run_training_benchmark(batch_size=batch_size, crop=crop, device=(devices or ("cpu",))[0],
+        results = run_training_benchmark(method=training_method, batch_size=batch_size, crop=crop,
+                                         device=(devices or ("cpu",))[0],
                                          loss_net=loss_net, runs=runs, warmup=warmup, rounds=rounds,
                                          weights_dir=list(weights_dir))
         table = training_table(results)
