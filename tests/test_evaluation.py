@@ -1,7 +1,9 @@
 import csv
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -75,6 +77,31 @@ def test_eval_command(folders, weights_dir, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "| microast-cv-coco-wikiart | 1 |" in run.stdout and "evaluating" in run.stderr  # the default model
     assert (tmp_path / "out" / "contact_sheet.png").is_file()
+
+
+def test_eval_command_takes_a_trained_folder(folders, weights_dir, tmp_path):
+    """A folder written by 'brushwork train' is evaluated like a registry model, its outputs saved under a folder
+    named after it; an unknown name is a one-line error before any painting."""
+    import brushwork
+
+    mine = tmp_path / "runs" / "mine" / "weights"
+    shutil.copytree(Path(brushwork.__file__).parent / "models" / "microast", mine)
+    common = ["--max-contents", "1", "--max-styles", "1", "--content-size", "32", "--style-size", "32",
+              "--weights-dir", weights_dir]
+    run = subprocess.run([sys.executable, "-m", "brushwork", "eval", folders / "content", folders / "style",
+                          "-o", tmp_path / "out", "--model", mine, "--model", "microast", "--save-images", *common],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    rows = {line.split("|")[1].strip(): line for line in run.stdout.splitlines() if line.startswith("| ")}
+    assert str(mine) in rows and "microast" in rows
+    # The same weights give the same numbers under either name.
+    assert rows[str(mine)].split("|")[3:8] == rows["microast"].split("|")[3:8]
+    assert len(list((tmp_path / "out" / "images" / "mine-weights").glob("*.jpg"))) == 1
+
+    run = subprocess.run([sys.executable, "-m", "brushwork", "eval", folders / "content", folders / "style",
+                          "-o", tmp_path / "bad", "--model", "no-such-model", *common], capture_output=True, text=True)
+    assert run.returncode == 2 and "unknown weights 'no-such-model'" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "bad" / "metrics.csv").exists()
 
 
 def test_every_method_is_evaluated_side_by_side(folders, weights_dir, tmp_path):

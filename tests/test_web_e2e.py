@@ -15,6 +15,7 @@ import skimage.data
 import uvicorn
 from PIL import Image
 
+from brushwork.weights import DEFAULT_MODEL
 from brushwork.server.app import create_app
 from brushwork.server.settings import Settings
 
@@ -91,7 +92,7 @@ def test_stylise_gallery_and_study_in_chromium(server, browser, tmp_path):
     expect(result.locator("img")).to_be_visible(timeout=60_000)
     expect(page.locator("#stylise-status")).to_contain_text("Done in")
     result_id = result.get_attribute("data-id")
-    expect(result.locator("a.download")).to_have_attribute("download", f"brushwork-{result_id}-microast.png")
+    expect(result.locator("a.download")).to_have_attribute("download", f"brushwork-{result_id}-{DEFAULT_MODEL}.png")
     assert page.evaluate("document.querySelector('#stylise-result img').naturalHeight") == 160
     screenshot = save_small_screenshot(page.screenshot(full_page=True), tmp_path / "web_screenshot.png")
 

@@ -367,8 +367,9 @@ def export_command(model, output, style, style_size, check_size, opset, weights_
 @click.argument("style_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for metrics.csv, summary.md/json, the plot and the contact sheet.")
-@click.option("--model", "models", multiple=True, type=click.Choice(_MODELS),
-              help=f"Model to evaluate; repeatable [default: {registry.DEFAULT_MODEL}].")
+@click.option("--model", "models", multiple=True,
+              help=f"Model to evaluate: {', '.join(_MODELS)}, or a folder written by 'brushwork train'; "
+                   f"repeatable [default: {registry.DEFAULT_MODEL}].")
 @click.option("--loss-net", type=click.Choice(["vgg16-hed", "vgg16", "vgg19"]), default="vgg16-hed",
               show_default=True, help="Loss network of the feature metrics.")
 @click.option("--content-size", type=click.IntRange(min=16), default=512, show_default=True,

@@ -116,8 +116,8 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
                     if pair in result.samples:
                         result.samples[pair][name] = _thumbnail(output)
                     if save_dir is not None:
-                        save_image(output_image, Path(save_dir) / name / f"{content_path.stem}__{style_path.stem}.jpg",
-                                   quality=90)
+                        save_image(output_image, Path(save_dir) / _folder_name(name) /
+                                   f"{content_path.stem}__{style_path.stem}.jpg", quality=90)
                     bar.update()
     return result
 
@@ -180,6 +180,13 @@ def _images_in(folder: str | Path, role: str) -> list[Path]:
     if not found:
         raise BrushworkError(f"{folder}: no {role} images in this folder")
     return found
+
+
+def _folder_name(model: str) -> str:
+    """A file-name-safe folder for a model's outputs: a registry name as it is, a trained model's folder as its
+    path's last parts joined by '-' (``runs/mine/weights`` -> ``mine-weights``)."""
+    parts = [part for part in Path(model).parts[-2:] if part not in ("/", "..", ".")]
+    return "-".join(parts) or "model"
 
 
 def _thumbnail(tensor, height: int = 160) -> Image.Image:
