@@ -202,7 +202,7 @@ def test_parse_memory(text, expected):
     assert parse_memory(text) == expected
 
 
-@pytest.mark.parametrize("text", ["lots", "1.5T", "-1G", "10M"])
+@pytest.mark.parametrize("text", ["lots", "1.5T", "-1G", "10M", "9" * 400 + "G"])
 def test_parse_memory_refuses_nonsense(text):
     with pytest.raises(BrushworkError):
         parse_memory(text)

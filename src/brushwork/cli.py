@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +26,8 @@ from .benchmark import (DEFAULT_SIZES, convergence_table, describe_machine, mark
                         run_gatys_convergence, run_training_benchmark, training_table)
 from .errors import BrushworkError, WeightsError
 from .evaluation import evaluate, summarize, summary_table, write_report
-from .images import SAVE_FORMATS, list_images, save_image
+from .images import (MAX_ASPECT, MAX_PIXELS, MIN_STYLE_SIDE, SAVE_FORMATS, check_writable, image_size, list_images,
+                     resized_size, save_image)
 from .methods.gatys import INITS as GATYS_INITS, OPTIMIZERS as GATYS_OPTIMIZERS
 from .vgg import LOSS_NETWORKS
 from .samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample
@@ -32,6 +35,50 @@ from .train_config import METHOD_DEFAULTS, TrainConfig, load_config
 from .video import DEFAULT_CRF, VideoInterrupted, stylize_video
 
 _MODELS = [name for name, entry in registry.REGISTRY.items() if entry.kind == "model"] + ["gatys"]
+
+#: Largest magnitude of a number setting. The work is in float32 (largest 3.4e38): a weight or rate beyond this
+#: overflows the losses to inf and the image to nan. No size or budget comes near it.
+_LARGEST_SETTING = 1e30
+
+
+class _Number(click.FloatRange):
+    """A float option that refuses nan and inf, which pass click's range checks (nan compares false with every
+    bound) or overflow what they multiply."""
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+#: A side longer than MAX_PIXELS makes an image of more pixels than that whatever its other side; a bound here
+#: also keeps the arithmetic of a 400-digit size from overflowing before the real check.
+_SIZE = click.IntRange(1, MAX_PIXELS)
+
+
+def _style_weights(ctx, param, values: tuple[str, ...]) -> list[float] | None:
+    """--style-weights (repeatable, each like 0.3,0.7) as one list of numbers."""
+    if not values:
+        return None
+    given = " ".join(values)
+    try:
+        weights = [float(part) for part in given.replace(",", " ").split()]
+    except ValueError:
+        raise click.BadParameter(f"style weights must be numbers, like 0.3,0.7; got {given!r}") from None
+    # One test for nan, inf and finite weights whose sum (the normaliser) overflows, like 1e308,1e308.
+    if not math.isfinite(sum(weights)):
+        raise click.BadParameter(f"style weights must be finite numbers with a finite sum, not {given!r}")
+    return weights
+
+
+def _output_path(ctx, param, value: str) -> Path:
+    # Path("") is Path("."): an empty -o would quietly paint into the current folder.
+    if not value:
+        raise click.BadParameter("give a file or folder name, not an empty one")
+    return Path(value)
+
+
 _weights_dir_option = click.option(
     "--weights-dir", multiple=True, type=click.Path(file_okay=False, path_type=Path),
     help="Folder with weights laid out as DIR/<entry folder>/<file>; looked in before the cache. Repeatable.")
@@ -57,9 +104,9 @@ def _gatys_options(command):
                      help="gatys: lbfgs (default) or adam."),
         click.option("--init", type=click.Choice(list(GATYS_INITS)), default=None,
                      help="gatys: start from the content (default) or from noise."),
-        click.option("--content-weight", type=click.FloatRange(min=0), default=None, help="gatys [default: 1]."),
-        click.option("--style-weight", type=click.FloatRange(min=0), default=None, help="gatys [default: 10]."),
-        click.option("--tv-weight", type=click.FloatRange(min=0), default=None,
+        click.option("--content-weight", type=_Number(0, _LARGEST_SETTING), default=None, help="gatys [default: 1]."),
+        click.option("--style-weight", type=_Number(0, _LARGEST_SETTING), default=None, help="gatys [default: 10]."),
+        click.option("--tv-weight", type=_Number(0, _LARGEST_SETTING), default=None,
                      help="gatys: total-variation weight [default: 0.3]."),
         click.option("--multiscale/--single-scale", default=None,
                      help="gatys: optimise coarse to fine (default) or at the full size only."),
@@ -76,7 +123,7 @@ def _gatys_options(command):
 @cli.command(epilog=_SAMPLES_HELP)
 @click.argument("content")
 @click.argument("style", nargs=-1, required=False)
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+@click.option("-o", "--output", required=True, type=click.Path(), callback=_output_path,
               help="Output file (its extension sets the format), or a folder when a folder is given as input.")
 @click.option("--method", type=click.Choice(list(METHODS)), default=None,
               help="microast (feed-forward, default), adain (feed-forward) or gatys (optimisation; slow, no "
@@ -85,16 +132,16 @@ def _gatys_options(command):
               help=f"A model of the registry ({', '.join(_MODELS)}), a folder of trained weights, an exported "
                    f"MODEL.onnx (run by ONNX Runtime), or gatys [default: {registry.DEFAULT_MODEL}; with --method "
                    "adain: adain].")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+@click.option("--alpha", type=_Number(0, 1), default=1.0, show_default=True,
               help="Content-style trade-off: 0 keeps the content, 1 is full style (gatys: scales the style weight).")
 @click.option("--mask", "masks", multiple=True,
               help="A grayscale image per style (in order), white where that style goes; uncovered areas keep the "
                    "content (adain). Repeatable.")
-@click.option("--style-weights", multiple=True,
+@click.option("--style-weights", multiple=True, callback=_style_weights,
               help="Weights for mixing several style images, e.g. 0.3,0.7 (normalised to sum to 1).")
-@click.option("--content-size", type=click.IntRange(min=1), default=None,
+@click.option("--content-size", type=_SIZE, default=None,
               help="Resize the content first so its shorter (see --resize-by) side has this many pixels.")
-@click.option("--style-size", type=click.IntRange(min=1), default=None,
+@click.option("--style-size", type=_SIZE, default=None,
               help="Resize each style image first, likewise.")
 @click.option("--resize-by", type=click.Choice(["shorter", "longer"]), default="shorter", show_default=True,
               help="Which side --content-size and --style-size set.")
@@ -145,15 +192,17 @@ def stylize(content, style, output, method, model, alpha, masks, style_weights, 
     jobs, batch = _plan(content, list(style), output, image_format)
     if masks and batch:
         raise BrushworkError("--mask paints one content image, not folders")
-    weights = _parse_weights(style_weights)
     if jobs[0].styles:
-        style_weights_for(weights, len(jobs[0].styles))  # refuse bad weights before any work
-    if skip_existing:
-        jobs = [job for job in jobs if not _sample_paths(job.output, samples)[-1].exists()]
+        style_weights_for(style_weights, len(jobs[0].styles))  # refuse bad weights before any work
+    if not batch:  # a batch checks each job's images in turn, and skips those it cannot paint
+        _check_images(jobs[0], content_size, style_size, resize_by)
+    if skip_existing:  # os.path.exists: False, not an error, for a name too long to exist
+        jobs = [job for job in jobs if not os.path.exists(_sample_paths(job.output, samples)[-1])]
         if not jobs:
             click.echo("nothing to do: every output exists")
             return
-    stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=weights,
+    _check_outputs(jobs, samples)
+    stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=style_weights,
                         content_size=content_size, style_size=style_size, resize_by=resize_by,
                         preserve_color=color, device=device, weights_dir=list(weights_dir), max_memory=max_memory,
                         fast=not exact, progress=not batch, **gatys_settings)
@@ -214,28 +263,82 @@ class _Job:
 def _plan(content: str, styles: list[str], output: Path, image_format: str) -> tuple[list[_Job], bool]:
     """Which images to paint with which styles and where each result goes; and whether it is a batch."""
     contents = _expand(content, "content")
-    style_folders = [s for s in styles if not is_sample(s) and Path(s).is_dir()]
+    style_folders = [s for s in styles if _is_folder(s)]
     if style_folders:
         style_sets = [[s] for item in styles for s in _expand(item, "style")]
     else:
         style_sets = [styles]
-    batch = (not is_sample(content) and Path(content).is_dir()) or bool(style_folders) or output.is_dir()
+    batch = _is_folder(content) or bool(style_folders) or _is_folder(output)
     if not batch:
         if output.suffix.lower() not in SAVE_FORMATS:
             raise BrushworkError(f"{output}: give the output a known extension ({', '.join(sorted(SAVE_FORMATS))})")
         return [_Job(contents[0], style_sets[0], output)], False
-    if output.exists() and not output.is_dir():
+    if os.path.isfile(output):
         raise BrushworkError(f"{output}: several outputs need a folder, and this is a file")
     jobs = [
         _Job(c, s, output / (f"{_stem(c)}__{'+'.join(_stem(x) for x in s)}.{image_format}" if s
                              else f"{_stem(c)}.{image_format}"))
         for c in contents for s in style_sets
     ]
+    _refuse_clashes(jobs)
     return jobs, True
 
 
+def _is_folder(item: str | Path) -> bool:
+    # os.path.isdir, unlike Path.is_dir, answers False for a name too long to exist instead of raising.
+    return not is_sample(item) and os.path.isdir(item)
+
+
+def _refuse_clashes(jobs: list[_Job]) -> None:
+    """Refuse a batch in which two jobs would write one file (photo.jpg and photo.png both make photo__x.png).
+
+    Outputs are named after their inputs so that a rerun (--skip-existing) finds them; numbering the second
+    would make a name depend on what else is in the folder, so the user renames one instead. Names are compared
+    ignoring case, as the file systems of macOS and Windows do."""
+    seen: dict[str, _Job] = {}
+    for job in jobs:
+        first = seen.setdefault(str(job.output).casefold(), job)
+        if first is not job:
+            one, other = ((first.content, job.content) if first.content != job.content
+                          else ("+".join(first.styles), "+".join(job.styles)))
+            raise BrushworkError(f"{one} and {other} would both be painted to {job.output}: rename one of them")
+
+
+def _check_images(job: _Job, content_size: int | None, style_size: int | None, resize_by: str) -> None:
+    """Refuse a job's images that cannot be painted well, from their headers, before any work."""
+    _check_image(job.content, "content", content_size, resize_by)
+    for style in job.styles:
+        _check_image(style, "style", style_size, resize_by)
+
+
+def _check_image(item: str, role: str, size: int | None, resize_by: str) -> None:
+    """Refuse an image too narrow to resize, too large once resized, or (a style) too small to hold a texture."""
+    width, height = image_size(item)
+    if size and max(width, height) > MAX_ASPECT * min(width, height):
+        raise BrushworkError(f"{item}: {width}x{height} is more than {MAX_ASPECT:g} times as long as it is wide, too "
+                             f"narrow to resize (--{role}-size); crop it first")
+    # Enlarging a tiny style adds no texture: its own size must pass as well as the resized one.
+    if role == "style" and min(width, height) < MIN_STYLE_SIDE:
+        raise BrushworkError(f"{item}: {width}x{height} is too small for a style; it needs at least "
+                             f"{MIN_STYLE_SIDE} pixels on its shorter side")
+    new_width, new_height = resized_size(width, height, size, side=resize_by)
+    if new_width * new_height > MAX_PIXELS:
+        raise BrushworkError(f"{item}: --{role}-size {size} makes it {new_width}x{new_height}, more than the limit "
+                             f"of {MAX_PIXELS / 1e6:.0f} megapixels")
+    if role == "style" and min(new_width, new_height) < MIN_STYLE_SIDE:
+        raise BrushworkError(f"{item}: --style-size {size} makes it {new_width}x{new_height}, too small for a style; "
+                             f"it needs at least {MIN_STYLE_SIDE} pixels on its shorter side")
+
+
+def _check_outputs(jobs: list[_Job], samples: int | None) -> None:
+    """Refuse, before any work, outputs that could not be written."""
+    paths = [path for job in jobs for path in _sample_paths(job.output, samples)]
+    # They all go into one folder: only their names differ, and the longest is the one that may not fit.
+    check_writable(max(paths, key=lambda path: len(os.fsencode(path.name))))
+
+
 def _expand(item: str, role: str) -> list[str]:
-    if is_sample(item) or not Path(item).is_dir():
+    if not _is_folder(item):
         return [item]
     found = [str(p) for p in list_images(item)]
     if not found:
@@ -247,15 +350,6 @@ def _stem(item: str) -> str:
     return item[len(SAMPLE_PREFIX):] if is_sample(item) else Path(item).stem
 
 
-def _parse_weights(values: tuple[str, ...]) -> list[float] | None:
-    if not values:
-        return None
-    try:
-        return [float(part) for value in values for part in value.replace(",", " ").split()]
-    except ValueError:
-        raise BrushworkError(f"style weights must be numbers, like 0.3,0.7; got {' '.join(values)!r}") from None
-
-
 def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int, paint, samples: int | None) -> None:
     failures = 0
     start = time.perf_counter()
@@ -263,6 +357,7 @@ def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int,
         for job in progress:
             progress.set_postfix_str(job.output.name, refresh=False)
             try:
+                _check_images(job, stylizer.content_size, stylizer.style_size, stylizer.resize_by)
                 for image, path in zip(paint(job), _sample_paths(job.output, samples)):
                     save_image(image, path, quality=quality)
             except BrushworkError as error:  # one bad file does not end the batch
@@ -279,25 +374,25 @@ def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int,
 @cli.command("video", epilog=_SAMPLES_HELP)
 @click.argument("input_video", metavar="INPUT", type=click.Path(path_type=Path))
 @click.argument("style", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), callback=_output_path,
               help="Output video; its extension sets the container (.mp4, .mkv, .mov).")
 @click.option("--method", type=click.Choice(["microast", "adain"]), default=None,
               help="microast (default) or adain: the feed-forward methods. Without --model, its default model.")
 @click.option("--model", default=None,
               help=f"A feed-forward model of the registry or a folder of trained weights "
                    f"[default: {registry.DEFAULT_MODEL}; with --method adain: adain].")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+@click.option("--alpha", type=_Number(0, 1), default=1.0, show_default=True,
               help="Content-style trade-off: 0 keeps the content, 1 is full style.")
-@click.option("--style-weights", multiple=True,
+@click.option("--style-weights", multiple=True, callback=_style_weights,
               help="Weights for mixing several style images, e.g. 0.3,0.7 (normalised to sum to 1).")
-@click.option("--content-size", type=click.IntRange(min=2), default=None,
+@click.option("--content-size", type=click.IntRange(2, MAX_PIXELS), default=None,
               help="Resize the frames first so their shorter side has this many pixels (an odd width or height "
                    "then loses one pixel: H.264 in yuv420p needs even sizes).")
-@click.option("--style-size", type=click.IntRange(min=1), default=None,
+@click.option("--style-size", type=_SIZE, default=None,
               help="Resize each style image first so its shorter side has this many pixels.")
 @click.option("--preserve-color", is_flag=True,
               help="Keep the frames' colours: take only luminance from the stylised frames.")
-@click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+@click.option("--smooth", type=_Number(0, 1, max_open=True), default=0.0, show_default=True,
               help="Reduce flicker: blend each frame with the previous output by this much where the picture "
                    "is still, less where it moves (0: off; try 0.5-0.8).")
 @click.option("--crf", type=click.IntRange(0, 51), default=DEFAULT_CRF, show_default=True,
@@ -314,9 +409,11 @@ def video_command(input_video, style, output, method, model, alpha, style_weight
     H.264 with the input's frame rate and timing; audio is copied, or re-encoded to AAC where the container
     cannot hold it. OUTPUT is written only at the end: Ctrl-C or an error leaves what was there before.
     """
-    weights = _parse_weights(style_weights)
-    style_weights_for(weights, len(style))  # refuse bad weights before loading the model
-    stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=weights, content_size=content_size,
+    style_weights_for(style_weights, len(style))  # refuse bad inputs before loading the model
+    for item in style:
+        _check_image(item, "style", style_size, "shorter")
+    check_writable(output)
+    stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=style_weights, content_size=content_size,
                         style_size=style_size, preserve_color=preserve_color, device=device,
                         weights_dir=list(weights_dir))
     try:
@@ -470,7 +567,8 @@ def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, 
 
 def _train_options(command):
     """One option per training setting, generated from TrainConfig (None: keep the config file's value)."""
-    types = {"str": str, "int": int, "float": float, "str | None": str, "int | None": int, "float | None": float}
+    number = _Number(-_LARGEST_SETTING, _LARGEST_SETTING)
+    types = {"str": str, "int": int, "float": number, "str | None": str, "int | None": int, "float | None": number}
     for setting in reversed(dataclasses.fields(TrainConfig)):
         if setting.name in ("weights_dir", "method"):
             continue
@@ -519,7 +617,7 @@ def train_command(method, config, resume, weights_dir, **settings):
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("brushwork-data"),
               show_default=True, help="Folder of the stored images and the SQLite database.")
 @click.option("--database", default=None, help="SQLAlchemy database URL [default: SQLite in --data].")
-@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=20, show_default=True,
+@click.option("--max-upload-mb", type=_Number(0, _LARGEST_SETTING, min_open=True), default=20, show_default=True,
               help="Largest request (all its uploads together).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=40_000_000, show_default=True,
               help="Largest uploaded image, in pixels.")

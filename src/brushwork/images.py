@@ -6,28 +6,38 @@ Data flows one way: file -> PIL image (EXIF-corrected RGB) -> tensor (1x3xHxW fl
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 from .samples import is_sample, load_sample
 
-#: File extensions read as images when a folder is given.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+#: File extensions read as images when a folder is given (.mpo: multi-picture JPEGs of 3D cameras; the first
+#: picture is read).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".mpo", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
 #: Output formats, chosen by the file extension.
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 #: Largest image accepted, in pixels (about 16K x 9K). Bigger files are treated as decompression bombs.
 MAX_PIXELS = 150_000_000
+
+#: Widest aspect ratio an image may have to be resized: sizing a 200:1 strip by its shorter side makes it 200
+#: times the pixels of a square.
+MAX_ASPECT = 4.0
+
+#: Smallest shorter side of a style image: fewer pixels hold no texture, and a 1x1 "style" is one colour that
+#: paints the photo over.
+MIN_STYLE_SIDE = 16
 
 #: Background that transparent pixels are composited onto.
 BACKGROUND = (255, 255, 255)
@@ -41,6 +51,25 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Im
 
     Raises :class:`ImageError` with a one-line message for anything that is not a readable image.
     """
+    with _opened(source, max_pixels) as image:
+        image.load()
+        return to_rgb(ImageOps.exif_transpose(image))
+
+
+def image_size(source: str | os.PathLike) -> tuple[int, int]:
+    """The width and height :func:`as_image` gives a file or ``sample:NAME``, EXIF orientation applied, read
+    from the file's header: checking a size costs no decoding."""
+    if is_sample(source):
+        return load_sample(source).size
+    with _opened(source, MAX_PIXELS) as image:
+        quarter_turn = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+        return (image.height, image.width) if quarter_turn else image.size
+
+
+@contextlib.contextmanager
+def _opened(source: ImageSource, max_pixels: int) -> Iterator[Image.Image]:
+    """The image file opened (header read, pixels not decoded yet); any failure, also while the caller decodes
+    it, as an :class:`ImageError` with a one-line message."""
     label = _label(source)
     if isinstance(source, bytes):
         source = io.BytesIO(source)
@@ -52,8 +81,7 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> Image.Im
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageError(_too_large(label, width, height, max_pixels))
-                image.load()
-                return to_rgb(ImageOps.exif_transpose(image))
+                yield image
     except ImageError:
         raise
     except FileNotFoundError:
@@ -170,13 +198,18 @@ def resize(image: Image.Image, size: int | None, *, side: str = "shorter") -> Im
         raise ImageError(f"a size must be positive, not {size}")
     if side not in ("shorter", "longer"):
         raise ImageError(f"resize by 'shorter' or 'longer' side, not {side!r}")
-    width, height = image.size
-    reference = min(width, height) if side == "shorter" else max(width, height)
-    if reference == size:
+    new_size = resized_size(*image.size, size, side=side)
+    if new_size == image.size:
         return image
-    scale = size / reference
-    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image.resize(new_size, Image.Resampling.LANCZOS)
+
+
+def resized_size(width: int, height: int, size: int | None, *, side: str = "shorter") -> tuple[int, int]:
+    """The width and height :func:`resize` gives an image of ``width`` x ``height``."""
+    if not size:
+        return width, height
+    scale = size / (min(width, height) if side == "shorter" else max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def save_image(image: Image.Image, path: str | os.PathLike, *, quality: int = 95) -> Path:
@@ -193,8 +226,7 @@ def save_image(image: Image.Image, path: str | os.PathLike, *, quality: int = 95
         raise ImageError(f"quality must be between 1 and 100, not {quality}")
     options = {"PNG": {}, "JPEG": {"quality": quality, "optimize": True}, "WEBP": {"quality": quality}}[image_format]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        handle, temporary = _temporary_file(path)
         try:
             with os.fdopen(handle, "wb") as file:
                 to_rgb(image).save(file, format=image_format, **options)
@@ -204,8 +236,37 @@ def save_image(image: Image.Image, path: str | os.PathLike, *, quality: int = 95
             Path(temporary).unlink(missing_ok=True)
             raise
     except (OSError, ValueError) as error:  # full disk, no permission, an encoder's limit
-        raise ImageError(f"{path}: cannot write ({getattr(error, 'strerror', None) or error})") from None
+        raise _cannot_write(path, error) from None
     return path
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before the work that makes it, an output :func:`save_image` could not write: a parent that is a
+    file, a folder that cannot be made or written in, a name too long for the file system.
+
+    It tries what saving does first (makes the folder and the temporary file), then removes the file: what is
+    at ``path`` already stays as it is.
+    """
+    path = Path(path)
+    try:
+        handle, temporary = _temporary_file(path)
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+    os.close(handle)
+    os.unlink(temporary)
+
+
+def _temporary_file(path: Path) -> tuple[int, str]:
+    """A new file beside ``path`` (its folder made if need be) to write into and then rename to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+
+
+def _cannot_write(path: Path, error: Exception) -> ImageError:
+    if isinstance(error, (FileExistsError, NotADirectoryError)):  # from mkdir: a file where a folder should be
+        blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
+        return ImageError(f"{path}: cannot write ({blocking} is not a folder)")
+    return ImageError(f"{path}: cannot write ({getattr(error, 'strerror', None) or error})")
 
 
 def _umask() -> int:

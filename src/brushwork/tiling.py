@@ -186,7 +186,10 @@ def parse_memory(text: str | int | None) -> int | None:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
         if not match or match.group(2).lower() not in _UNITS:
             raise BrushworkError(f"a memory size is like 800M or 1.5G, not {text!r}")
-        value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+        number = float(match.group(1)) * _UNITS[match.group(2).lower()]
+        if not math.isfinite(number):  # float() reads a 400-digit number as inf, which int() cannot take
+            raise BrushworkError(f"a memory size must be a finite number, not {text!r}")
+        value = int(number)
     if value < 64 * 2**20:
         raise BrushworkError(f"a memory budget below 64 MB is too small to work in, not {text!r}")
     return value

@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import random
+import re
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import swagger_ui_bundle
+import fastapi_offline
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import BrushworkError, WeightsError
+from ..errors import BrushworkError
 from . import routes
 from .db import connect
-from .inference import InferenceQueue, QueueFull
+from .inference import InferenceQueue, ModelUnavailable, QueueFull
 from .settings import Settings
 from .storage import ImageStore
 
@@ -55,18 +58,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "gallery, and measure preference and deception rates with real people.",
     )
     app.state.services = services
+    api_page_html = get_swagger_ui_html(openapi_url=app.openapi_url, title="brushwork API",
+                                        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                        swagger_css_url="/docs-assets/swagger-ui.css",
+                                        swagger_favicon_url="/docs-assets/favicon.png").body
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    # Added after the body limit, so outside it: its 413 has the headers too.
+    app.add_middleware(SecurityHeaders, policy=content_security_policy(api_page_html))
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    # The API page's Swagger UI from a package, not a CDN: it works on a machine with no internet.
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+    # The API page's Swagger UI (version 5, which reads OpenAPI 3.1) from a package, not a CDN: it works on a
+    # machine with no internet.
+    app.mount("/docs-assets", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
+              name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def api_page() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="brushwork API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+        return HTMLResponse(api_page_html)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -74,6 +82,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     _add_error_handlers(app)
     return app
+
+
+def content_security_policy(api_page_html: bytes) -> str:
+    """What the pages may load: this server's scripts, styles and images (uploads are previewed as blob: URLs),
+    and the API page's one inline script, by its hash. No page may be shown in another site's frame, where it
+    could be overlaid to trick clicks."""
+    inline = re.findall(rb"<script>(.*?)</script>", api_page_html, re.DOTALL)
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'" for script in inline)
+    return (f"default-src 'self'; script-src 'self' {hashes}; img-src 'self' data: blob:; object-src 'none'; "
+            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -89,11 +107,9 @@ def _add_error_handlers(app: FastAPI) -> None:
             problems.append(f"{where}: {problem['msg']}")
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
-    @app.exception_handler(WeightsError)
-    async def no_weights(request: Request, error: WeightsError) -> JSONResponse:
-        log.error("weights unavailable: %s", error)
-        return JSONResponse({"detail": f"this model's weights are not available on the server: {error}"},
-                            status_code=503)
+    @app.exception_handler(ModelUnavailable)
+    async def no_weights(request: Request, error: ModelUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=503)
 
     @app.exception_handler(BrushworkError)
     async def bad_input(request: Request, error: BrushworkError) -> JSONResponse:
@@ -113,6 +129,29 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"detail": "internal server error; the server's log has the details"}, status_code=500)
+
+
+class SecurityHeaders:
+    """``nosniff`` on every answer, so that a browser never runs an uploaded image or a JSON answer as a script
+    or page; the content security policy on HTML pages."""
+
+    def __init__(self, app: ASGIApp, policy: str):
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                if headers.get("content-type", "").startswith("text/html"):
+                    headers["Content-Security-Policy"] = self.policy
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 class BodyLimit:

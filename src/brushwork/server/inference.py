@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,11 +11,24 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from .. import weights as registry
 from ..api import Stylizer
+from ..errors import WeightsError
+from ..vgg import choose_loss_net
+
+log = logging.getLogger("brushwork.server")
 
 
 class QueueFull(Exception):
     """Every worker is busy and the queue is full: the client should come back later."""
+
+
+class ModelUnavailable(Exception):
+    """A model's weights are not on this machine, or unusable. The message names the model, never a file."""
+
+    def __init__(self, model: str, entries: list[str]):
+        super().__init__(f"the weights of {model} are not installed on this server; its operator can install "
+                         f"them with 'brushwork weights fetch {' '.join(entries)}'")
 
 
 @dataclass
@@ -61,12 +75,34 @@ class InferenceQueue:
 
     def _stylize(self, job: Job) -> tuple[Image.Image, float]:
         start = time.perf_counter()
-        with self._loading:
-            stylizer = Stylizer(job.model, alpha=job.alpha, style_weights=job.style_weights,
-                                content_size=job.size, style_size=job.size, preserve_color=job.preserve_color,
-                                device=self.device, weights_dir=self.weights_dirs, **job.options)
+        entries = self._entries(job.model)
+        try:
+            with self._loading:
+                self._check_weights(job.model, entries)
+                stylizer = Stylizer(job.model, alpha=job.alpha, style_weights=job.style_weights,
+                                    content_size=job.size, style_size=job.size, preserve_color=job.preserve_color,
+                                    device=self.device, weights_dir=self.weights_dirs, **job.options)
+        except WeightsError as error:  # an unreadable file: its path is for the log, not for the client
+            log.error("weights of %s unusable: %s", job.model, error)
+            raise ModelUnavailable(job.model, entries) from None
         image = stylizer(job.content, job.styles or None)
         return image, time.perf_counter() - start
+
+    def _check_weights(self, model: str, entries: list[str]) -> None:
+        """The registry fetches what is missing; a request must not (a download takes minutes, may fill the disk,
+        and a server may have no internet): only weights already here, matching their checksums, are loaded."""
+        unusable = [f"{item.weights.name}/{item.file.filename}" for name in entries
+                    for item in registry.status(name, self.weights_dirs, check=True) if not item.ok]
+        if unusable:
+            log.error("%s cannot run: missing or damaged weights %s", model, ", ".join(unusable))
+            raise ModelUnavailable(model, entries)
+
+    def _entries(self, model: str) -> list[str]:
+        """The registry entries ``model`` loads: its own and its encoder's, or the loss network Gatys picks."""
+        if model == "gatys":
+            return [choose_loss_net("auto", self.weights_dirs)]
+        entry = registry.get(model)
+        return [entry.name, *([entry.encoder] if entry.encoder else [])]
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

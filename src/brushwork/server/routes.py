@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import random
 from dataclasses import dataclass
 from typing import Annotated, Iterator, Literal
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .. import weights as registry
 from ..api import style_weights_for
 from ..errors import ImageError
-from ..images import load_image, resize
+from ..images import MAX_ASPECT, load_image, resize
 from ..samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample, load_sample
 from . import study
 from .db import Result, ResultInput, StoredImage, Trial, TrialItem
@@ -31,10 +32,11 @@ from .storage import MEDIA_TYPES, ImageStore, Upload, check_upload, encode
 IMAGE_PREFIX = "image:"
 #: Most style images mixed in one stylisation.
 MAX_STYLES = 4
-#: Widest aspect ratio accepted: a resized 20:1 strip would need twenty times the pixels of a square.
-MAX_ASPECT = 4.0
 #: Loss networks Gatys can run on; it needs one of them.
 GATYS_NETWORKS = ("vgg16-hed", "vgg19", "vgg16")
+#: Largest id an INTEGER column holds everywhere (32 bits on PostgreSQL). A larger id names nothing, and a larger
+#: offset is past every result.
+MAX_INTEGER = 2**31 - 1
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 
@@ -210,7 +212,8 @@ async def stylize(
     style_ref: Annotated[list[str], Form(description="sample:NAME or image:SHA256; after the uploaded "
                                                      "styles, in order.")] = [],
     model: Annotated[str, Form(description="A model of GET /api/models.")] = registry.DEFAULT_MODEL,
-    alpha: Annotated[float, Form(ge=0, le=1, description="0 keeps the content, 1 is full style.")] = 1.0,
+    alpha: Annotated[float, Form(ge=0, le=1, allow_inf_nan=False,
+                                 description="0 keeps the content, 1 is full style.")] = 1.0,
     style_weights: Annotated[str | None, Form(description="Comma-separated weights of the styles, e.g. "
                                                           "0.3,0.7.")] = None,
     preserve_color: Annotated[Preserve, Form(description="Keep the content's colours: luminance-only "
@@ -296,6 +299,10 @@ def _parse_weights(text: str | None, count: int) -> list[float] | None:
         weights = [float(part) for part in text.split(",")]
     except ValueError:
         raise HTTPException(422, f"style_weights: numbers separated by commas, not {text!r}") from None
+    # float() also reads inf, nan and 1e999 (as inf), and finite weights may still add up to inf: none of them
+    # scales to a mix, and none can be stored as JSON.
+    if not math.isfinite(sum(weights)):
+        raise HTTPException(422, f"style_weights: finite numbers with a finite sum, not {text!r}")
     style_weights_for(weights, count)  # refuses a wrong count or negative weights with a clear message
     return weights
 
@@ -347,7 +354,7 @@ def result_info(result: Result) -> ResultInfo:
 # ---------------------------------------------------------------------------------------------- gallery
 
 @router.get("/results", response_model=ResultPage, tags=["gallery"])
-def list_results(session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
+def list_results(session: SessionDep, offset: Annotated[int, Query(ge=0, le=MAX_INTEGER)] = 0,
                  limit: Annotated[int, Query(ge=1, le=100)] = 12) -> ResultPage:
     """The gallery, newest first."""
     total = session.scalar(select(func.count()).select_from(Result))
@@ -356,7 +363,8 @@ def list_results(session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
 
 
 def _result(session: Session, result_id: int) -> Result:
-    result = session.get(Result, result_id)
+    # A number the database cannot hold names no result; the database would fail on it instead of finding none.
+    result = session.get(Result, result_id) if abs(result_id) <= MAX_INTEGER else None
     if result is None:
         raise HTTPException(404, f"no result {result_id}")
     return result

@@ -26,7 +26,8 @@ class ModelInfo(BaseModel):
     citation: str
     notes: str
     default: bool
-    available: bool = Field(description="Its weights are on this machine; otherwise they are fetched on first use.")
+    available: bool = Field(description="Its weights are on this machine; the server never downloads weights, so "
+                                        "a model without them is refused with 503.")
 
 
 class SampleInfo(BaseModel):

@@ -16,9 +16,10 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import ImageError
 from ..images import load_image
 
-#: Upload formats (as Pillow names them). Browsers show the first three, so those are kept byte for byte;
-#: the others are stored as PNG.
-KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+#: Upload formats (as Pillow names them). Browsers show these, so they are kept byte for byte; the others are
+#: stored as PNG. MPO is a JPEG with more pictures after the first (phones write it): browsers and stylisations
+#: use its first picture.
+KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "MPO": "jpg"}
 CONVERTED_FORMATS = {"TIFF", "BMP", "GIF"}
 MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 

@@ -19,7 +19,7 @@ import secrets
 from collections import defaultdict
 
 from fastapi import HTTPException
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from .db import Result, StoredImage, Trial, TrialItem, utcnow
@@ -103,19 +103,24 @@ def _deception_items(session: Session, count: int, rng: random.Random) -> list[T
 
 
 def answer(session: Session, trial: Trial, picked: list[int], participant: str) -> None:
-    """Record an answer: the chosen position (preference) or the positions marked real (deception)."""
-    if trial.answered is not None:
-        raise HTTPException(409, "this trial has been answered already")
+    """Record an answer: the chosen position (preference) or the positions marked real (deception).
+
+    Of answers sent at the same time, the database keeps the first: each sets the trial's answer only where it
+    has none, and those that find one already there get 409.
+    """
     positions = {item.position for item in trial.items}
     unknown = sorted(set(picked) - positions)
     if unknown:
         raise HTTPException(422, f"no image at position(s) {unknown}; this trial has {len(positions)}")
     if trial.study == "preference" and len(set(picked)) != 1:
         raise HTTPException(422, "pick exactly one image in a preference trial")
+    recorded = session.execute(update(Trial).where(Trial.id == trial.id, Trial.answered.is_(None))
+                               .values(participant=participant, answered=utcnow()))
+    if recorded.rowcount != 1:
+        session.rollback()
+        raise HTTPException(409, "this trial has been answered already")
     for item in trial.items:
         item.picked = item.position in picked
-    trial.participant = participant
-    trial.answered = utcnow()
     session.commit()
 
 

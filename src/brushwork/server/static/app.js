@@ -108,7 +108,7 @@ async function setUpStylise() {
   for (const model of models.filter((m) => m.kind === "model")) {
     modelMethods[model.name] = model.method;
     const notes = [model.default ? "default" : "", model.method === "gatys" ? "slow" : "",
-                   model.available ? "" : "downloads on first use"].filter(Boolean).join(", ");
+                   model.available ? "" : "not installed"].filter(Boolean).join(", ");
     modelSelect.append(el("option", { value: model.name, selected: model.default }, model.name + (notes ? ` (${notes})` : "")));
   }
   const form = document.getElementById("stylise-form");
@@ -335,7 +335,7 @@ async function loadAbout() {
       el("dt", {}, "Source"), el("dd", {}, model.source),
       el("dt", {}, "Cite"), el("dd", {}, model.citation),
       model.notes ? [el("dt", {}, "Notes"), el("dd", {}, model.notes)] : null,
-      el("dt", {}, "On this server"), el("dd", {}, model.available ? "yes" : "no: fetched on first use")));
+      el("dt", {}, "On this server"), el("dd", {}, model.available ? "yes" : "no: its weights are not installed")));
   document.getElementById("models").replaceChildren(...models.filter((m) => m.kind === "model").map(card));
   document.getElementById("loss-networks").replaceChildren(...models.filter((m) => m.kind !== "model").map(card));
 }
