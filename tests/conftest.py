@@ -40,9 +40,19 @@ def tests_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "brushwork" / "tests"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session_weights(tmp_path_factory):
+    """No fixture, even one built once for a module before any test's own cache, reads or writes the user's
+    weights cache or sees their BRUSHWORK_WEIGHTS."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BRUSHWORK_CACHE", str(tmp_path_factory.mktemp("session-cache")))
+        patch.delenv("BRUSHWORK_WEIGHTS", raising=False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_weights(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's weights cache or sees their BRUSHWORK_WEIGHTS."""
+    """Each test starts with an empty weights cache of its own."""
     monkeypatch.setenv("BRUSHWORK_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("BRUSHWORK_WEIGHTS", raising=False)
 

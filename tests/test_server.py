@@ -38,8 +38,9 @@ def painting() -> bytes:
 
 @pytest.fixture
 def settings(tmp_path, weights_dir) -> Settings:
+    # The test client's host name, and the address of the tests' real servers.
     return Settings(data_dir=tmp_path / "data", weights_dirs=[weights_dir], device="cpu", max_upload_mb=1,
-                    max_pixels=2_000_000)
+                    max_pixels=2_000_000, allowed_hosts=["testserver", "127.0.0.1"])
 
 
 @pytest.fixture
@@ -53,6 +54,13 @@ def stylize(client, files=None, **form):
     response = client.post("/api/stylize", data=form, files=files)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def join_study(client) -> dict[str, str]:
+    """The headers of a new participant's study requests."""
+    response = client.post("/api/study/participants")
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
 def image_of(client, url) -> Image.Image:
@@ -148,12 +156,14 @@ def test_a_restarted_server_still_has_everything(settings, photo, painting):
     with TestClient(create_app(settings)) as client:
         result = stylize(client, files={"content": ("photo.jpg", photo, "image/jpeg"),
                                         "style": ("painting.jpg", painting, "image/jpeg")}, size="32")
-        answered = client.post("/api/study/trials", json={"study": "deception"}).json()
-        client.post(f"/api/study/trials/{answered['id']}/answer", json={"picked": []})
+        me = join_study(client)
+        answered = client.post("/api/study/trials", json={"study": "deception"}, headers=me).json()
+        client.post(f"/api/study/trials/{answered['id']}/answer", json={"picked": []}, headers=me)
     with TestClient(create_app(settings)) as client:
         assert client.get("/api/results").json()["items"] == [result]
         assert image_of(client, result["url"]).size == (result["width"], result["height"])
         assert client.get("/api/study/results").json()["deception"]["trials"] == 1
+        assert client.get(f"/api/study/trials/{answered['id']}", headers=me).json()["answered"]  # the token too
 
 
 def test_bad_uploads_get_a_clear_4xx(client, settings, photo):
@@ -219,7 +229,7 @@ def test_a_full_queue_answers_503_at_once(settings, monkeypatch):
     form = {"content_ref": "sample:chelsea", "style_ref": "sample:ihc", "size": "32"}
 
     async def two_requests():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver") as client:
             first = asyncio.create_task(client.post("/api/stylize", data=form))
             while app.state.services.queue.pending == 0:
                 await asyncio.sleep(0.01)
@@ -245,38 +255,38 @@ def test_wilson_interval_matches_known_values():
 
 
 def test_study_preference_and_deception(client, painting):
-    assert_error(client.post("/api/study/trials", json={"study": "preference"}), 409, "at least two")
-    assert_error(client.post("/api/study/trials", json={"study": "deception"}), 409, "real artwork")
+    me, other = join_study(client), join_study(client)
+    assert_error(client.post("/api/study/trials", json={"study": "preference"}, headers=me), 409, "at least two")
+    assert_error(client.post("/api/study/trials", json={"study": "deception"}, headers=me), 409, "real artwork")
     files = {"style": ("painting.jpg", painting, "image/jpeg")}
     made = [stylize(client, files=files, content_ref="sample:chelsea", alpha=alpha, size="32")
             for alpha in ("1", "0.5")]
     stylize(client, content_ref="sample:coffee", style_ref="sample:ihc")  # one condition only: never compared
 
-    trial = client.post("/api/study/trials", json={"study": "preference"}).json()
+    trial = client.post("/api/study/trials", json={"study": "preference"}, headers=me).json()
     assert trial["study"] == "preference" and not trial["answered"]
-    assert sorted(item["url"] for item in trial["items"]) == sorted(r["url"] for r in made)
+    assert [item["url"] for item in trial["items"]] == [f"/api/study/trials/{trial['id']}/images/{position}"
+                                                        for position in range(len(made))]
     assert set(trial["items"][0]) == {"position", "url"}  # blind: which model made which is not told
-    assert_error(client.post(f"/api/study/trials/{trial['id']}/answer", json={"picked": [0, 1]}), 422, "exactly one")
-    assert_error(client.post(f"/api/study/trials/{trial['id']}/answer", json={"picked": [7]}), 422, "position")
-    answer = {"picked": [0], "participant": "p-1"}
-    assert client.post(f"/api/study/trials/{trial['id']}/answer", json=answer).json()["answered"]
-    assert_error(client.post(f"/api/study/trials/{trial['id']}/answer", json=answer), 409, "answered already")
-    assert_error(client.post("/api/study/trials/nope/answer", json=answer), 404)
-    assert_error(client.post(f"/api/study/trials/{trial['id']}/answer", json={"picked": [0], "participant": "a b"}),
-                 422, "participant")
+    answer_url = f"/api/study/trials/{trial['id']}/answer"
+    assert_error(client.post(answer_url, json={"picked": [0, 1]}, headers=me), 422, "exactly one")
+    assert_error(client.post(answer_url, json={"picked": [7]}, headers=me), 422, "position")
+    assert client.post(answer_url, json={"picked": [0]}, headers=me).json()["answered"]
+    assert_error(client.post(answer_url, json={"picked": [0]}, headers=me), 409, "answered already")
+    assert_error(client.post("/api/study/trials/nope/answer", json={"picked": [0]}, headers=me), 404)
 
-    deception = client.post("/api/study/trials", json={"study": "deception", "count": 4}).json()
+    deception = client.post("/api/study/trials", json={"study": "deception", "count": 4}, headers=other).json()
     assert 2 <= len(deception["items"]) <= 4
     everything = [item["position"] for item in deception["items"]]
-    client.post(f"/api/study/trials/{deception['id']}/answer", json={"picked": everything, "participant": "p-2"})
-    client.post("/api/study/trials", json={"study": "deception"})  # shown, never answered: does not count
+    client.post(f"/api/study/trials/{deception['id']}/answer", json={"picked": everything}, headers=other)
+    client.post("/api/study/trials", json={"study": "deception"}, headers=other)  # never answered: does not count
 
     rows = list(csv.DictReader(io.StringIO(client.get("/api/study/answers.csv").text)))
     assert tuple(rows[0]) == study.CSV_COLUMNS
     assert len(rows) == 2 + len(deception["items"])
     preference_rows = [row for row in rows if row["study"] == "preference"]
     chosen = next(row for row in preference_rows if row["position"] == "0")
-    assert chosen["picked"] == "1" and chosen["participant"] == "p-1" and chosen["real"] == "0"
+    assert chosen["picked"] == "1" and chosen["real"] == "0"
     assert {row["condition"] for row in preference_rows} == {"microast-cv-coco-wikiart, alpha 1",
                                                              "microast-cv-coco-wikiart, alpha 0.5"}
     deception_rows = [row for row in rows if row["study"] == "deception"]
@@ -293,6 +303,12 @@ def test_study_preference_and_deception(client, painting):
     other = next(c for name, c in by_condition.items() if name != chosen["condition"])
     assert (other["picked"], other["rate"], other["ci_high"]) == (0, 0.0, pytest.approx(study.wilson_interval(0, 1)[1]))
     assert results["deception"]["trials"] == 1
+    by_participant = {row["participant"]: row for row in results["participants"]}
+    assert by_participant[chosen["participant"]] | {"last_answer": None} == {
+        "participant": chosen["participant"], "trials": 1, "preference_trials": 1, "favourite": chosen["condition"],
+        "favourite_share": 1.0, "deception_trials": 0, "stylisations_marked_real": None, "last_answer": None}
+    fooled = by_participant[deception_rows[0]["participant"]]
+    assert (fooled["deception_trials"], fooled["stylisations_marked_real"], fooled["favourite"]) == (1, 1.0, None)
     assert results["deception"]["stylisations"]["shown"] == fakes and results["deception"]["stylisations"]["rate"] == 1
     low, high = study.wilson_interval(reals, reals)
     assert results["deception"]["artworks"] | {} == {"shown": reals, "picked": reals, "rate": 1.0,

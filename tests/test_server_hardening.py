@@ -1,9 +1,12 @@
 """The web server against hostile or unusual input: numbers out of range, concurrent answers, multi-picture
-JPEGs, browser security headers, missing weights. Real requests, real images, a real SQLite database."""
+JPEGs, browser security headers, missing weights, writes from other sites and unknown host names. Real requests,
+real images, a real SQLite database."""
 
 import contextlib
 import csv
 import io
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,10 +17,11 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from brushwork.errors import BrushworkError
 from brushwork.images import list_images, load_image
-from brushwork.server.app import create_app
-from brushwork.server.settings import Settings
-from test_server import assert_error, client, settings, stylize  # noqa: F401  (client, settings: fixtures)
+from brushwork.server.app import HostAndOriginCheck, create_app, parse_allowed_hosts
+from brushwork.server.settings import Settings, default_allowed_hosts
+from test_server import assert_error, client, join_study, settings, stylize  # noqa: F401  (client, settings: fixtures)
 from test_web_e2e import browser, free_port  # noqa: F401  (browser: a fixture)
 
 
@@ -50,7 +54,7 @@ def test_non_finite_and_overflowing_numbers_are_refused(client):
     for size in ("1e308", "inf", "nan", "99999999999999999999999", "-99999999999999999999999"):
         assert_error(client.post("/api/stylize", data={**one_style, "size": size}), 422, "size")
     # JSON bodies: Python's JSON reader takes NaN and Infinity, and 1e999 reads as infinity.
-    json = {"content-type": "application/json"}
+    json = {"content-type": "application/json", **join_study(client)}
     for body in ('{"study": "deception", "count": NaN}', '{"study": "deception", "count": 1e999}',
                  '{"study": "deception", "count": 99999999999999999999999}'):
         assert_error(client.post("/api/study/trials", content=body, headers=json), 422, "count")
@@ -81,12 +85,15 @@ def painting_upload():
 
 
 def test_of_concurrent_answers_to_a_trial_exactly_one_is_recorded(settings, painting_upload):
+    settings.study_requests_per_participant = 100  # its 8 answers at once to each trial are the point
     with serving(settings) as server, httpx.Client(base_url=server, timeout=60) as http:
         made = http.post("/api/stylize", data={"content_ref": "sample:chelsea", "size": "32"},
                          files={"style": painting_upload})
         assert made.status_code == 201, made.text
+        joined = http.post("/api/study/participants").json()
+        me = {"Authorization": f"Bearer {joined['token']}"}
         for _ in range(3):  # a race lost once may be won by chance: run it a few times
-            trial = http.post("/api/study/trials", json={"study": "deception"}).json()
+            trial = http.post("/api/study/trials", json={"study": "deception"}, headers=me).json()
             positions = [item["position"] for item in trial["items"]]
             start = threading.Barrier(8)
             answers = [None] * 8
@@ -95,7 +102,7 @@ def test_of_concurrent_answers_to_a_trial_exactly_one_is_recorded(settings, pain
                 with httpx.Client(base_url=server, timeout=60) as own:
                     start.wait()
                     answers[index] = own.post(f"/api/study/trials/{trial['id']}/answer",
-                                              json={"picked": positions[:index % 2], "participant": f"p{index}"})
+                                              json={"picked": positions[:index % 2]}, headers=me)
 
             threads = [threading.Thread(target=answer, args=(index,)) for index in range(8)]
             for thread in threads:
@@ -109,11 +116,11 @@ def test_of_concurrent_answers_to_a_trial_exactly_one_is_recorded(settings, pain
                     assert_error(response, 409, "answered already")
             winner = next(response for response in answers if response.status_code == 200)
             assert winner.json()["answered"]
-            # The recorded answer is the winner's, whole: its participant and its picks.
+            # The recorded answer is the winner's, whole: its picks, and the participant of the trial.
             rows = [row for row in csv.DictReader(io.StringIO(http.get("/api/study/answers.csv").text))
                     if row["trial"] == trial["id"]]
             index = answers.index(winner)
-            assert {row["participant"] for row in rows} == {f"p{index}"}
+            assert {row["participant"] for row in rows} == {joined["id"]}
             assert {int(row["position"]): row["picked"] == "1" for row in rows} == {
                 position: position in positions[:index % 2] for position in positions}
         assert http.get("/api/study/results").json()["deception"]["trials"] == 3
@@ -197,7 +204,8 @@ def test_missing_weights_are_a_503_naming_the_model_and_never_fetched(tmp_path, 
         monkeypatch.delenv(name, raising=False)
     cache = tmp_path / "cache"
     monkeypatch.setenv("BRUSHWORK_CACHE", str(cache))
-    settings = Settings(data_dir=tmp_path / "data", device="cpu")  # no weights folder: packaged weights only
+    # No weights folder: packaged weights only.
+    settings = Settings(data_dir=tmp_path / "data", device="cpu", allowed_hosts=["testserver"])
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         models = {model["name"]: model for model in client.get("/api/models").json()}
         assert not models["adain"]["available"] and models["microast"]["available"]
@@ -208,3 +216,106 @@ def test_missing_weights_are_a_503_naming_the_model_and_never_fetched(tmp_path, 
             assert "/" not in detail and str(tmp_path) not in detail
         assert stylize(client, model="microast")["model"] == "microast"  # packaged weights need nothing
     assert not (cache / "weights").exists()  # nothing was fetched, nor even tried
+
+
+def test_writes_from_another_sites_page_are_refused(client, settings):
+    made = stylize(client)
+    form = {"content_ref": "sample:chelsea", "style_ref": "sample:ihc", "size": "32"}
+    for headers in ({"Origin": "http://attacker.example"}, {"Origin": "null"},
+                    {"Origin": "http://testserver:8080"},  # another port of the same name is another origin
+                    {"Origin": "https://testserver.attacker.example"},
+                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "http://testserver", "Sec-Fetch-Site": "cross-site"}):
+        assert_error(client.post("/api/stylize", data=form, headers=headers), 403, "another site")
+        assert_error(client.post("/api/study/participants", headers=headers), 403, "another site")
+        assert_error(client.patch(f"/api/results/{made['id']}", json={"title": "x"}, headers=headers), 403)
+        assert_error(client.delete(f"/api/results/{made['id']}", headers=headers), 403)
+    assert client.get("/api/results").json()["items"] == [made]  # nothing changed
+    # Reads are not changes; the server's own page, and clients that are not browsers, may write.
+    assert client.get("/api/results", headers={"Origin": "http://attacker.example"}).status_code == 200
+    for headers in ({"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}, {"Origin": "http://TestServer"},
+                    {}):
+        assert client.post("/api/study/participants", headers=headers).status_code == 201
+
+
+def test_unknown_host_names_are_refused_and_never_redirected_to(client):
+    for host in ("attacker.example", "attacker.example:8000", "testserver.attacker.example", "", "[::1", "a@b"):
+        response = client.get("/api/results", headers={"Host": host})
+        assert_error(response, 400, "does not answer to the host name", "--allowed-host")
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert_error(client.post("/api/study/participants", headers={"Host": host}), 400)
+    # A path the app would redirect (a trailing slash) is refused too, not redirected to the unknown name.
+    refused = client.get("/api/results/", headers={"Host": "attacker.example"}, follow_redirects=False)
+    assert_error(refused, 400)
+    assert "location" not in refused.headers
+    redirected = client.get("/api/results/", follow_redirects=False)
+    assert redirected.status_code == 307 and redirected.headers["location"].startswith("http://testserver/")
+    for host in ("testserver", "TESTSERVER", "testserver.", "127.0.0.1:8123"):  # "127.0.0.1": any port
+        assert client.get("/api/health", headers={"Host": host}).status_code == 200, host
+
+
+def test_allowed_hosts_with_and_without_a_port():
+    check = HostAndOriginCheck(None, parse_allowed_hosts(["example.org:8000", "[::1]:8000", "lab.example"]))
+    assert check.allowed_host("example.org:8000", 80) and check.allowed_host("[::1]:8000", 80)
+    assert not check.allowed_host("example.org:9000", 80) and not check.allowed_host("example.org", 80)
+    assert check.allowed_host("lab.example", 80) and check.allowed_host("lab.example:9000", 443)
+    assert not check.allowed_host("[::2]:8000", 80) and not check.allowed_host("evil.lab.example", 80)
+    assert default_allowed_hosts("0.0.0.0", 8080) == ["0.0.0.0:8080", "localhost:8080", "127.0.0.1:8080"]
+    assert default_allowed_hosts("::1", 8000) == ["[::1]:8000", "localhost:8000", "127.0.0.1:8000"]
+    assert default_allowed_hosts("127.0.0.1", 8000) == ["127.0.0.1:8000", "localhost:8000"]
+    with pytest.raises(BrushworkError, match="allowed host 'http://example.org'"):
+        parse_allowed_hosts(["http://example.org"])
+
+
+@contextlib.contextmanager
+def brushwork_serve(tmp_path, *options):
+    """'brushwork serve' as a user starts it, in its own process, on a free loopback port."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "brushwork", "serve", "--port", str(port),
+                                "--data", str(tmp_path / f"data-{port}"), *options],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+                break
+            time.sleep(0.2)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_serve_answers_to_its_own_address_unless_given_allowed_hosts(tmp_path):
+    def status(port, host):
+        return httpx.get(f"http://127.0.0.1:{port}/api/health", headers={"Host": host}).status_code
+
+    with brushwork_serve(tmp_path) as port:
+        assert status(port, f"127.0.0.1:{port}") == 200 and status(port, f"localhost:{port}") == 200
+        assert status(port, "rebound.example") == 400 and status(port, f"localhost:{port + 1}") == 400
+    with brushwork_serve(tmp_path, "--allowed-host", "study.example.org") as port:
+        assert status(port, "study.example.org") == 200 and status(port, f"localhost:{port}") == 400
+    run = subprocess.run([sys.executable, "-m", "brushwork", "serve", "--data", str(tmp_path / "c"),
+                          "--allowed-host", "http://example.org/"], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "allowed host" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_real_browser_on_another_site_cannot_post_and_a_rebound_name_gets_nothing(settings, browser):
+    form = """<form method="post" action="{server}/api/stylize" enctype="multipart/form-data">
+      <input name="content_ref" value="sample:chelsea"><input name="style_ref" value="sample:ihc">
+      <input name="size" value="32"><button>go</button></form>"""
+    with serving(settings) as server:
+        page = browser.new_page()
+        page.route("http://attacker.test/", lambda route: route.fulfill(
+            body=form.format(server=server), content_type="text/html"))
+        page.goto("http://attacker.test/")
+        with page.expect_navigation():
+            page.click("button")
+        assert "another site" in page.content()
+        assert httpx.get(server + "/api/results").json()["total"] == 0
+        # DNS rebinding: the attacker's name, now pointing at this machine, reaches nothing.
+        port = server.rsplit(":", 1)[1]
+        rebound = httpx.get(server + "/api/results", headers={"Host": f"attacker.test:{port}"})
+        assert_error(rebound, 400, "does not answer to the host name")

@@ -60,8 +60,8 @@ def test_blending_gaussians_mixes_means_and_deviations():
 
 
 @pytest.fixture(scope="module")
-def stylizer():
-    return brushwork.Stylizer("vst", device="cpu", content_size=256, style_size=256)
+def stylizer(weights_dir):
+    return brushwork.Stylizer("vst", device="cpu", content_size=256, style_size=256, weights_dir=[weights_dir])
 
 
 @pytest.fixture(scope="module")

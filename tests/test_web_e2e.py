@@ -110,9 +110,11 @@ def test_stylise_gallery_and_study_in_chromium(server, browser, tmp_path):
     choices.first.click()
     page.click("#submit-answer")
     expect(page.locator("#study-status")).to_contain_text("Thank you")
+    participant = page.locator("#participant").text_content()  # the id the server gave this browser
 
     page.click("nav a[href='#results']")
     expect(page.locator("#deception-table")).to_contain_text("real artworks")
+    expect(page.locator("#participants-table")).to_contain_text(participant)
     assert httpx.get(server + "/api/study/results").json()["deception"]["trials"] == 1
     assert not errors, errors
     assert screenshot.stat().st_size < 300_000

@@ -627,21 +627,28 @@ def train_command(method, config, resume, weights_dir, **settings):
               help="Requests that may wait for a worker; more are refused with 503.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @_weights_dir_option
-def serve(host, port, data_dir, database, max_upload_mb, max_pixels, workers, queue_size, device, weights_dir):
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME[:PORT]",
+              help="A host name clients reach the server by, with or without a port (repeatable); requests for "
+                   "any other get 400. [default: the --host address, localhost and 127.0.0.1, with --port]")
+def serve(host, port, data_dir, database, max_upload_mb, max_pixels, workers, queue_size, device, weights_dir,
+          allowed_hosts):
     """Serve the web app (stylise, gallery, study, about) and its REST API (described at /docs)."""
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
     from .server.app import create_app
-    from .server.settings import Settings
+    from .server.settings import Settings, default_allowed_hosts
 
+    allowed_hosts = list(allowed_hosts) or default_allowed_hosts(host, port)
     settings = Settings(data_dir=data_dir, database_url=database, weights_dirs=list(weights_dir), device=device,
-                        max_upload_mb=max_upload_mb, max_pixels=max_pixels, workers=workers, queue_size=queue_size)
+                        max_upload_mb=max_upload_mb, max_pixels=max_pixels, workers=workers, queue_size=queue_size,
+                        allowed_hosts=allowed_hosts)
     try:
         app = create_app(settings)
     except (OSError, SQLAlchemyError) as error:
         raise BrushworkError(f"cannot open the data folder or database: {error}") from None
-    click.echo(f"brushwork: serving http://{host}:{port}/ (data in {data_dir})")
+    click.echo(f"brushwork: serving http://{host}:{port}/ (data in {data_dir}; answering to "
+               f"{', '.join(allowed_hosts)})")
     uvicorn.run(app, host=host, port=port)
 
 

@@ -9,6 +9,7 @@ import random
 import re
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import fastapi_offline
 import torch
@@ -26,6 +27,7 @@ from ..errors import BrushworkError
 from . import routes
 from .db import connect
 from .inference import InferenceQueue, ModelUnavailable, QueueFull
+from .limits import RateLimit
 from .settings import Settings
 from .storage import ImageStore
 
@@ -36,6 +38,7 @@ log = logging.getLogger("brushwork.server")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app over a data folder and database; everything in them survives a restart."""
     settings = settings or Settings()
+    allowed_hosts = parse_allowed_hosts(settings.allowed_hosts)
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     services = routes.Services(
@@ -44,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions=connect(settings.database),
         queue=InferenceQueue(settings.workers, settings.queue_size, settings.device, settings.weights_dirs),
         rng=random.Random(),
+        limits=RateLimit(),
     )
 
     @asynccontextmanager
@@ -63,7 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                         swagger_css_url="/docs-assets/swagger-ui.css",
                                         swagger_favicon_url="/docs-assets/favicon.png").body
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
-    # Added after the body limit, so outside it: its 413 has the headers too.
+    # Outside the body limit: a request from an unknown host or another site is refused before its body is read.
+    app.add_middleware(HostAndOriginCheck, allowed_hosts=allowed_hosts)
+    # Added last, so outermost: every refusal above has the headers too.
     app.add_middleware(SecurityHeaders, policy=content_security_policy(api_page_html))
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -152,6 +158,85 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+#: The port a URL or a Host header without one means.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[^:\[\]/@]+)(?::([0-9]{1,5}))?")
+
+
+def host_and_port(text: str, default_port: int | None) -> tuple[str, int | None] | None:
+    """``name[:port]`` (IPv6 bracketed) as a lower-case name without a final dot, and the port; None if malformed."""
+    match = _HOST.fullmatch(text.strip().lower())
+    if match is None:
+        return None
+    name, port = match.groups()
+    return name.rstrip("."), int(port) if port else default_port
+
+
+def parse_allowed_hosts(entries: list[str]) -> list[tuple[str, int | None]]:
+    """Each allowed host as a name and a port (None: any port)."""
+    parsed = [host_and_port(entry, None) for entry in entries]
+    for entry, address in zip(entries, parsed):
+        if address is None or not address[0]:
+            raise BrushworkError(f"allowed host {entry!r}: give a host name or address, with or without a port, "
+                                 "like example.org or example.org:8000")
+    return parsed
+
+
+class HostAndOriginCheck:
+    """Answer only under this server's own names, and take changes only from its own pages.
+
+    A Host header that ``allowed_hosts`` does not name gets 400: a web page whose name an attacker points at this
+    machine's address (DNS rebinding) reaches nothing, and no answer (a redirect, say) is built on a name the
+    operator did not choose. A POST, PUT, PATCH or DELETE that a browser sends from another origin's page (its
+    Origin header, or Sec-Fetch-Site, says so) gets 403: another site cannot change anything here through its
+    visitors' browsers. Clients that are not browsers (curl, scripts) send neither header and are served.
+    """
+
+    WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[tuple[str, int | None]]):
+        self.app = app
+        self.allowed = allowed_hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        if not self.allowed_host(host, DEFAULT_PORTS.get(scope["scheme"])):
+            refusal = JSONResponse({"detail": f"this server does not answer to the host name {host[:100]!r}; its "
+                                              "operator can allow it with --allowed-host"}, status_code=400)
+        elif scope["method"] in self.WRITES and not same_origin(headers, host):
+            refusal = JSONResponse({"detail": "a change sent from another site's page is refused; use this "
+                                              "server's own page"}, status_code=403)
+        else:
+            return await self.app(scope, receive, send)
+        await refusal(scope, receive, send)
+
+    def allowed_host(self, host: str, default_port: int | None) -> bool:
+        address = host_and_port(host, default_port)
+        return address is not None and any(name == address[0] and port in (None, address[1])
+                                           for name, port in self.allowed)
+
+
+def same_origin(headers: Headers, host: str) -> bool:
+    """A request is from this server's own page, or from no page (no Origin, no Sec-Fetch-Site)."""
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    try:
+        scheme, netloc, path, *_ = urlsplit(origin)
+    except ValueError:  # a malformed bracketed address
+        return False
+    if scheme not in DEFAULT_PORTS or path:  # "null" (a sandboxed frame, a file:// page) is no origin of ours
+        return False
+    # A browser leaves out the port its page's scheme implies, in Origin and in Host alike.
+    mine = host_and_port(host, DEFAULT_PORTS[scheme])
+    return mine is not None and host_and_port(netloc, DEFAULT_PORTS[scheme]) == mine
 
 
 class BodyLimit:

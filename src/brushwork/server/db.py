@@ -85,14 +85,28 @@ class ResultInput(Base):
     image_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), nullable=True, index=True)
 
 
+class Participant(Base):
+    """A person taking part in the study, known by a token the server gave their browser."""
+
+    __tablename__ = "participants"
+
+    #: Random, and shown with the study's results: it says nothing about the person and does not act as the token.
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: The sha256 of the token: the database alone does not let anyone answer as a participant.
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Trial(Base):
-    """One screen of the study shown to a person; answered at most once."""
+    """One screen of the study shown to a person; answered at most once, by the participant it was given to."""
 
     __tablename__ = "trials"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random: not guessable, not countable
     study: Mapped[str] = mapped_column(String(16))  # "preference" or "deception"
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The id of the participant it was given to (in databases from before participant tokens: an id their
+    #: browser chose).
     participant: Mapped[str | None] = mapped_column(String(64), nullable=True)
     answered: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

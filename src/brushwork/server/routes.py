@@ -11,6 +11,7 @@ from typing import Annotated, Iterator, Literal
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -22,10 +23,12 @@ from ..errors import ImageError
 from ..images import MAX_ASPECT, load_image, resize
 from ..samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample, load_sample
 from . import study
-from .db import Result, ResultInput, StoredImage, Trial, TrialItem
+from .db import Participant, Result, ResultInput, StoredImage, Trial, TrialItem
 from .inference import InferenceQueue, Job
-from .schemas import (ERRORS, Answer, Health, ImageInfo, InputInfo, ModelInfo, ResultInfo, ResultPage,
-                      ResultUpdate, SampleInfo, StudyResults, TrialInfo, TrialItemInfo, TrialRequest)
+from .limits import RateLimit
+from .schemas import (ERRORS, STUDY_ERRORS, Answer, Health, ImageInfo, InputInfo, ModelInfo, NewParticipant,
+                      ResultInfo, ResultPage, ResultUpdate, SampleInfo, StudyResults, TrialInfo, TrialItemInfo,
+                      TrialRequest)
 from .settings import Settings
 from .storage import MEDIA_TYPES, ImageStore, Upload, check_upload, encode
 
@@ -50,6 +53,7 @@ class Services:
     sessions: sessionmaker
     queue: InferenceQueue
     rng: random.Random
+    limits: RateLimit
 
 
 def get_services(request: Request) -> Services:
@@ -433,16 +437,52 @@ def remove_artwork(sha256: Sha256, services: ServicesDep, session: SessionDep) -
     _forget_unused(services, session, {sha256})
 
 
+bearer = HTTPBearer(auto_error=False, description="The token of POST /api/study/participants.")
+
+
+def _charge_address(request: Request, services: ServicesDep) -> None:
+    address = request.client.host if request.client else "unknown"
+    services.limits.charge("address " + address, services.settings.study_requests_per_address, "this address")
+
+
+def get_participant(services: ServicesDep, session: SessionDep,
+                    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+                    _: Annotated[None, Depends(_charge_address)]) -> Participant:
+    """The participant whose token the request carries (``Authorization: Bearer TOKEN``), within its rate."""
+    participant = study.participant_of(session, credentials.credentials) if credentials else None
+    if participant is None:
+        raise HTTPException(401, "the study needs a participant token from POST /api/study/participants, sent as "
+                                 "'Authorization: Bearer TOKEN'" if credentials is None else
+                                 "unknown participant token; get a new one from POST /api/study/participants",
+                            headers={"WWW-Authenticate": "Bearer"})
+    services.limits.charge("participant " + participant.id, services.settings.study_requests_per_participant,
+                           "this participant")
+    return participant
+
+
+ParticipantDep = Annotated[Participant, Depends(get_participant)]
+
+
+@router.post("/study/participants", status_code=201, response_model=NewParticipant, tags=["study"],
+             responses=STUDY_ERRORS, dependencies=[Depends(_charge_address)])
+def create_participant(session: SessionDep) -> NewParticipant:
+    """Join the study: a token to send with every trial and answer, and the id the results show."""
+    participant, token = study.new_participant(session)
+    return NewParticipant(token=token, id=participant.id)
+
+
 def trial_info(trial: Trial) -> TrialInfo:
     return TrialInfo(id=trial.id, study=trial.study, answered=trial.answered is not None,
-                     items=[TrialItemInfo(position=i.position, url=f"/api/images/{i.image_sha256}")
+                     items=[TrialItemInfo(position=i.position, url=f"/api/study/trials/{trial.id}/images/{i.position}")
                             for i in trial.items])
 
 
-@router.post("/study/trials", status_code=201, response_model=TrialInfo, tags=["study"])
-def create_trial(request: TrialRequest, services: ServicesDep, session: SessionDep) -> TrialInfo:
-    """A new trial drawn from the gallery at random; 409 when the gallery has too little for one."""
-    return trial_info(study.new_trial(session, request.study, request.count, services.rng))
+@router.post("/study/trials", status_code=201, response_model=TrialInfo, tags=["study"], responses=STUDY_ERRORS)
+def create_trial(request: TrialRequest, participant: ParticipantDep, services: ServicesDep,
+                 session: SessionDep) -> TrialInfo:
+    """A new trial drawn from the gallery at random, for this participant alone; 409 when the gallery has too
+    little for one."""
+    return trial_info(study.new_trial(session, request.study, request.count, services.rng, participant))
 
 
 def _trial(session: Session, trial_id: str) -> Trial:
@@ -452,22 +492,43 @@ def _trial(session: Session, trial_id: str) -> Trial:
     return trial
 
 
-@router.get("/study/trials/{trial_id}", response_model=TrialInfo, tags=["study"])
-def get_trial(trial_id: str, session: SessionDep) -> TrialInfo:
-    return trial_info(_trial(session, trial_id))
-
-
-@router.post("/study/trials/{trial_id}/answer", response_model=TrialInfo, tags=["study"])
-def answer_trial(trial_id: str, answer: Answer, session: SessionDep) -> TrialInfo:
-    """Record the answer to a trial, once: 409 when it was answered already."""
+@router.get("/study/trials/{trial_id}", response_model=TrialInfo, tags=["study"], responses=STUDY_ERRORS)
+def get_trial(trial_id: str, participant: ParticipantDep, session: SessionDep) -> TrialInfo:
+    """One of this participant's trials."""
     trial = _trial(session, trial_id)
-    study.answer(session, trial, answer.picked, answer.participant)
+    study.check_owner(trial, participant)
+    return trial_info(trial)
+
+
+@router.get("/study/trials/{trial_id}/images/{position}", response_class=Response, tags=["study"],
+            responses={200: {"content": {"image/jpeg": {}}}})
+def get_trial_image(trial_id: str, position: int, services: ServicesDep, session: SessionDep) -> Response:
+    """An image of a trial, as a fresh copy that no gallery file equals (an ``<img>`` sends no token: the
+    trial's id, known to its participant only, is the key)."""
+    trial = _trial(session, trial_id)
+    item = next((item for item in trial.items if item.position == position), None)
+    if item is None:
+        raise HTTPException(404, f"no image at position {position} of trial {trial_id}")
+    try:
+        image = load_image(services.store.path(item.image_sha256, item.image.extension))
+    except ImageError:
+        raise HTTPException(404, "the file of this image is missing from the store") from None
+    return Response(study.blind_copy(image, study.trial_image_side(trial)), media_type="image/jpeg",
+                    headers={"Cache-Control": "private, no-store"})
+
+
+@router.post("/study/trials/{trial_id}/answer", response_model=TrialInfo, tags=["study"], responses=STUDY_ERRORS)
+def answer_trial(trial_id: str, answer: Answer, participant: ParticipantDep, session: SessionDep) -> TrialInfo:
+    """Record the answer to one of this participant's trials, once: 409 when it was answered already."""
+    trial = _trial(session, trial_id)
+    study.answer(session, trial, answer.picked, participant)
     return trial_info(trial)
 
 
 @router.get("/study/results", response_model=StudyResults, tags=["study"])
 def study_results(session: SessionDep) -> dict:
-    """Preference and deception rates per condition, with 95% Wilson intervals."""
+    """Preference and deception rates per condition, with 95% Wilson intervals, and what each participant
+    answered."""
     return study.results(session)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Error(BaseModel):
@@ -13,7 +13,9 @@ class Error(BaseModel):
 
 
 #: Error answers every endpoint may give, for the OpenAPI description.
-ERRORS = {status: {"model": Error} for status in (400, 404, 409, 413, 415, 422, 500, 503)}
+ERRORS = {status: {"model": Error} for status in (400, 403, 404, 409, 413, 415, 422, 500, 503)}
+#: And those of the study's requests that carry a participant token or count against a rate.
+STUDY_ERRORS = {status: {"model": Error} for status in (401, 429)}
 
 
 class ModelInfo(BaseModel):
@@ -82,6 +84,12 @@ class ResultUpdate(BaseModel):
     title: str = Field(max_length=200)
 
 
+class NewParticipant(BaseModel):
+    token: str = Field(description="Send it with each trial and answer as 'Authorization: Bearer TOKEN'; keep it "
+                                   "secret: whoever has it answers as this participant.")
+    id: str = Field(description="The participant's id in the results and the CSV: random, no personal data.")
+
+
 class TrialRequest(BaseModel):
     study: Literal["preference", "deception"]
     count: int = Field(4, ge=2, le=8, description="Images in the trial, at most.")
@@ -93,7 +101,8 @@ class TrialItemInfo(BaseModel):
 
 
 class TrialInfo(BaseModel):
-    """A trial shows images only: which model made which is never sent to the person answering."""
+    """A trial shows images only, under its own URLs: which model made which, or which image of the gallery or of
+    the artworks it is, is never sent to the person answering."""
 
     id: str
     study: Literal["preference", "deception"]
@@ -102,10 +111,12 @@ class TrialInfo(BaseModel):
 
 
 class Answer(BaseModel):
+    """Who answers is the participant of the request's token; an id in the body is refused, not taken."""
+
+    model_config = ConfigDict(extra="forbid")
+
     picked: list[int] = Field(description="Preference: the one position chosen. Deception: the positions marked "
                                           "real (possibly none).")
-    participant: str = Field("anonymous", max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
-                             description="A pseudonymous id the page keeps in the browser; no personal data.")
 
 
 class Rate(BaseModel):
@@ -132,7 +143,23 @@ class DeceptionResults(BaseModel):
     conditions: list[ConditionRate]
 
 
+class ParticipantAnswers(BaseModel):
+    """What one participant answered: someone answering far more than the others, or always choosing one
+    condition, stands out."""
+
+    participant: str
+    trials: int = Field(description="Answered trials, both studies.")
+    preference_trials: int
+    favourite: str | None = Field(description="The condition this participant chose most often.")
+    favourite_share: float | None = Field(description="Share of their preference trials in which they chose it.")
+    deception_trials: int
+    stylisations_marked_real: float | None = Field(description="Share of the stylisations they were shown that "
+                                                               "they marked real.")
+    last_answer: datetime
+
+
 class StudyResults(BaseModel):
+    participants: list[ParticipantAnswers] = Field(description="Most answers first.")
     preference: PreferenceResults
     deception: DeceptionResults
 

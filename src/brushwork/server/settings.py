@@ -6,6 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def default_allowed_hosts(host: str, port: int) -> list[str]:
+    """The names a server listening on ``host:port`` answers to unless told more: that address, localhost and
+    127.0.0.1, each with the port."""
+    bound = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a Host header
+    return list(dict.fromkeys(f"{name}:{port}" for name in (bound, "localhost", "127.0.0.1")))
+
+
 @dataclass
 class Settings:
     #: Images and, by default, the SQLite database live here.
@@ -28,6 +35,14 @@ class Settings:
     #: Gatys optimises for minutes on a CPU: the server runs it with few steps and at small sizes only.
     gatys_steps: int = 50
     gatys_max_size: int = 384
+    #: Host headers answered (``name`` for any port, or ``name:port``); any other gets 400, so that a web page
+    #: whose name is pointed at this machine (DNS rebinding) cannot use the server. ``brushwork serve`` sets its
+    #: own address, localhost and 127.0.0.1 with its port, or the names of ``--allowed-host``.
+    allowed_hosts: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
+    #: Study requests (new participants, trials, answers) per minute from one client address, and per participant
+    #: (trials and answers): beyond them, 429. A trial takes a person several seconds to judge.
+    study_requests_per_address: int = 120
+    study_requests_per_participant: int = 20
 
     @property
     def database(self) -> str:

@@ -7,26 +7,39 @@ models or settings, and picks the most appealing. Preference rate of a condition
 Deception rate = share of stylisations marked real; the share of real artworks marked real is the baseline.
 
 Only answered trials count: a trial someone looked at and left says nothing about the images in it.
+
+Blind: a participant gets a token from the server, and each trial is given to one participant, who alone may
+answer it, once. Its images are served under the trial's own URLs as fresh copies (one size, JPEG, faint random
+noise, no metadata), so that nothing in a trial can be looked up in the gallery to learn which model made which.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import random
 import secrets
-from collections import defaultdict
+from collections import Counter, defaultdict
 
+import numpy as np
 from fastapi import HTTPException
+from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .db import Result, StoredImage, Trial, TrialItem, utcnow
+from ..images import resize
+from .db import Participant, Result, StoredImage, Trial, TrialItem, utcnow
+from .storage import encode
 
 STUDIES = ("preference", "deception")
 #: z for a two-sided 95% interval.
 Z95 = 1.959963984540054
+#: Shorter side of a trial's images, at most: every image of a trial is shown at one size.
+TRIAL_IMAGE_SIZE = 512
+#: Largest change of a pixel value by the noise of a trial's image copies.
+NOISE = 2
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
@@ -53,8 +66,26 @@ def condition_of(result: Result) -> str:
     return label + (f", colour {result.preserve_color}" if result.preserve_color else "")
 
 
-def new_trial(session: Session, study: str, count: int, rng: random.Random) -> Trial:
-    """A trial of ``count`` images at most, in random order; 409 when the gallery has too little for one."""
+def _token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_participant(session: Session) -> tuple[Participant, str]:
+    """A new participant and its token (which only the sha256 of is stored)."""
+    token = secrets.token_urlsafe(32)
+    participant = Participant(id=secrets.token_hex(6), token_sha256=_token_sha256(token))
+    session.add(participant)
+    session.commit()
+    return participant, token
+
+
+def participant_of(session: Session, token: str) -> Participant | None:
+    return session.scalar(select(Participant).where(Participant.token_sha256 == _token_sha256(token)))
+
+
+def new_trial(session: Session, study: str, count: int, rng: random.Random, participant: Participant) -> Trial:
+    """A trial of ``count`` images at most, in random order, for ``participant`` alone; 409 when the gallery has
+    too little for one."""
     if study == "preference":
         items = _preference_items(session, count, rng)
     else:
@@ -62,7 +93,7 @@ def new_trial(session: Session, study: str, count: int, rng: random.Random) -> T
     rng.shuffle(items)
     for position, item in enumerate(items):
         item.position = position
-    trial = Trial(id=secrets.token_hex(16), study=study, items=items)
+    trial = Trial(id=secrets.token_hex(16), study=study, participant=participant.id, items=items)
     session.add(trial)
     session.commit()
     return trial
@@ -102,12 +133,18 @@ def _deception_items(session: Session, count: int, rng: random.Random) -> list[T
     return [_stylisation(r) for r in fakes] + [TrialItem(image_sha256=a.sha256, real=True) for a in reals]
 
 
-def answer(session: Session, trial: Trial, picked: list[int], participant: str) -> None:
-    """Record an answer: the chosen position (preference) or the positions marked real (deception).
+def check_owner(trial: Trial, participant: Participant) -> None:
+    if trial.participant != participant.id:
+        raise HTTPException(403, "this trial was given to another participant; ask for a trial of your own")
+
+
+def answer(session: Session, trial: Trial, picked: list[int], participant: Participant) -> None:
+    """Record ``participant``'s answer: the chosen position (preference) or the positions marked real (deception).
 
     Of answers sent at the same time, the database keeps the first: each sets the trial's answer only where it
     has none, and those that find one already there get 409.
     """
+    check_owner(trial, participant)
     positions = {item.position for item in trial.items}
     unknown = sorted(set(picked) - positions)
     if unknown:
@@ -115,13 +152,28 @@ def answer(session: Session, trial: Trial, picked: list[int], participant: str) 
     if trial.study == "preference" and len(set(picked)) != 1:
         raise HTTPException(422, "pick exactly one image in a preference trial")
     recorded = session.execute(update(Trial).where(Trial.id == trial.id, Trial.answered.is_(None))
-                               .values(participant=participant, answered=utcnow()))
+                               .values(answered=utcnow()))
     if recorded.rowcount != 1:
         session.rollback()
         raise HTTPException(409, "this trial has been answered already")
     for item in trial.items:
         item.picked = item.position in picked
     session.commit()
+
+
+def trial_image_side(trial: Trial) -> int:
+    """The shorter side every image of ``trial`` is shown at: the smallest of theirs, at most TRIAL_IMAGE_SIZE."""
+    return min(TRIAL_IMAGE_SIZE, *(min(item.image.width, item.image.height) for item in trial.items))
+
+
+def blind_copy(image: Image.Image, shorter_side: int) -> bytes:
+    """An image of a trial as the participant gets it: at the trial's one size, with faint random noise, as a new
+    JPEG without metadata. Its format, size and metadata tell neither which upload or stylisation it is nor
+    whether it is a real artwork, and neither its bytes nor its pixels equal those of a file the gallery serves,
+    so that they cannot be looked up there (new noise each time: no copy equals another either)."""
+    pixels = np.asarray(resize(image, shorter_side), dtype=np.int16)
+    noise = np.random.default_rng().integers(-NOISE, NOISE + 1, size=pixels.shape, dtype=np.int16)
+    return encode(Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8)), "jpg")
 
 
 def _answered_items(session: Session, study: str):
@@ -132,7 +184,8 @@ def _answered_items(session: Session, study: str):
 
 
 def results(session: Session) -> dict:
-    """Rates per condition with their 95% Wilson intervals, and the number of answered trials."""
+    """Rates per condition with their 95% Wilson intervals, the number of answered trials, and what each
+    participant answered."""
     preference: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     trials = defaultdict(set)
     for trial, item in _answered_items(session, "preference"):
@@ -150,6 +203,7 @@ def results(session: Session) -> dict:
             deception[item.condition][0] += item.picked
             deception[item.condition][1] += 1
     return {
+        "participants": _per_participant(session),
         "preference": {
             "trials": len(trials["preference"]),
             "conditions": [{"condition": name, **rate(*counts)} for name, counts in sorted(preference.items())],
@@ -161,6 +215,34 @@ def results(session: Session) -> dict:
             "conditions": [{"condition": name, **rate(*counts)} for name, counts in sorted(deception.items())],
         },
     }
+
+
+def _per_participant(session: Session) -> list[dict]:
+    """What each participant answered, most answers first: one person answering far more trials than the others,
+    or always choosing the same condition, stands out."""
+    people: dict[str, dict] = defaultdict(lambda: {"preference": set(), "deception": set(), "chosen": Counter(),
+                                                   "stylisations": [0, 0], "last": None})
+    for study in STUDIES:
+        for trial, item in _answered_items(session, study):
+            person = people[trial.participant or ""]
+            person[study].add(trial.id)
+            person["last"] = max(person["last"] or trial.answered, trial.answered)
+            if study == "preference" and item.picked:
+                person["chosen"][item.condition] += 1
+            elif study == "deception" and not item.real:
+                person["stylisations"][0] += item.picked
+                person["stylisations"][1] += 1
+    rows = []
+    for participant, person in people.items():
+        favourite, times = person["chosen"].most_common(1)[0] if person["chosen"] else (None, 0)
+        preference, deception = len(person["preference"]), len(person["deception"])
+        marked, shown = person["stylisations"]
+        rows.append({"participant": participant, "trials": preference + deception,
+                     "preference_trials": preference, "favourite": favourite,
+                     "favourite_share": times / preference if preference else None,
+                     "deception_trials": deception, "stylisations_marked_real": marked / shown if shown else None,
+                     "last_answer": person["last"]})
+    return sorted(rows, key=lambda row: (-row["trials"], row["participant"]))
 
 
 CSV_COLUMNS = ("trial", "study", "participant", "shown", "answered", "position", "real", "condition",

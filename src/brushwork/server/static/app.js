@@ -24,13 +24,14 @@ async function api(path, options = {}) {
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try { message = (await response.json()).detail || message; } catch { /* not JSON */ }
-    throw new Error(message);
+    throw Object.assign(new Error(message), { status: response.status });
   }
   return response.status === 204 ? null : response.json();
 }
 
-function postJSON(path, body) {
-  return api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+function postJSON(path, body, headers = {}) {
+  return api(path, { method: "POST", headers: { "Content-Type": "application/json", ...headers },
+                     body: JSON.stringify(body) });
 }
 
 function say(id, text, isError = false) {
@@ -217,26 +218,46 @@ async function deleteResult(id) {
 
 // ------------------------------------------------------------------------------------------------ study
 
-function participant() {
-  let id = localStorage.getItem("brushwork-participant");
-  if (!id) {
-    id = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
-    localStorage.setItem("brushwork-participant", id);
-  }
-  return id;
+const PARTICIPANT_KEY = "brushwork-participant-token";
+
+/** This browser's participant ({token, id}): given by the server at the first trial, then kept here. */
+function storedParticipant() {
+  return JSON.parse(localStorage.getItem(PARTICIPANT_KEY) || "null");
 }
+
+function showParticipant() {
+  const stored = storedParticipant();
+  document.getElementById("participant").textContent = stored ? stored.id : "given with your first trial";
+}
+
+async function newParticipant() {
+  localStorage.setItem(PARTICIPANT_KEY, JSON.stringify(await api("/api/study/participants", { method: "POST" })));
+  showParticipant();
+  return storedParticipant();
+}
+
+const bearer = (participant) => ({ Authorization: `Bearer ${participant.token}` });
 
 async function startTrial(study, message = "") {
   document.getElementById("trial").replaceChildren();
   say("study-status", message);
   try {
-    showTrial(await postJSON("/api/study/trials", { study }));
+    let participant = storedParticipant() || await newParticipant();
+    let trial;
+    try {
+      trial = await postJSON("/api/study/trials", { study }, bearer(participant));
+    } catch (error) {
+      if (error.status !== 401) throw error;
+      participant = await newParticipant();  // the server no longer knows this browser's token
+      trial = await postJSON("/api/study/trials", { study }, bearer(participant));
+    }
+    showTrial(trial, participant);
   } catch (error) {
     say("study-status", error.message, true);
   }
 }
 
-function showTrial(trial) {
+function showTrial(trial, participant) {
   const preference = trial.study === "preference";
   const picked = new Set();
   const submit = el("button", { id: "submit-answer", disabled: preference }, "Submit");
@@ -261,7 +282,7 @@ function showTrial(trial) {
   submit.addEventListener("click", async () => {
     submit.disabled = true;
     try {
-      await postJSON(`/api/study/trials/${trial.id}/answer`, { picked: [...picked], participant: participant() });
+      await postJSON(`/api/study/trials/${trial.id}/answer`, { picked: [...picked] }, bearer(participant));
       startTrial(trial.study, "Thank you! Here is the next one.");
     } catch (error) {
       say("study-status", error.message, true);
@@ -304,10 +325,21 @@ function rateRow(label, rate) {
     el("td", {}, percent(rate.rate)), el("td", {}, rate.shown ? `${percent(rate.ci_low)} – ${percent(rate.ci_high)}` : "–"));
 }
 
+function table(id, headings, rows) {
+  const head = el("tr", {}, headings.map((text) => el("th", {}, text)));
+  const empty = el("tr", {}, el("td", { colspan: headings.length }, "no answers yet"));
+  document.getElementById(id).replaceChildren(el("thead", {}, head), el("tbody", {}, rows.length ? rows : empty));
+}
+
 function rateTable(id, picked, rows) {
-  const head = el("tr", {}, ["", "shown", picked, "rate", "95% interval"].map((text) => el("th", {}, text)));
-  document.getElementById(id).replaceChildren(el("thead", {}, head),
-    el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 5 }, "no answers yet"))));
+  table(id, ["", "shown", picked, "rate", "95% interval"], rows);
+}
+
+function participantRow(person) {
+  const favourite = person.favourite ? `${person.favourite} (${percent(person.favourite_share)} of their trials)` : "–";
+  return el("tr", {}, el("td", {}, person.participant), el("td", {}, String(person.preference_trials)),
+    el("td", {}, favourite), el("td", {}, String(person.deception_trials)),
+    el("td", {}, percent(person.stylisations_marked_real)));
 }
 
 async function loadResults() {
@@ -321,6 +353,8 @@ async function loadResults() {
     ...deception.conditions.map((c) => rateRow(`stylisations: ${c.condition}`, c)),
   ] : [];
   rateTable("deception-table", "marked real", deceptionRows);
+  table("participants-table", ["participant", "preference trials", "chosen most often", "deception trials",
+                               "stylisations marked real"], results.participants.map(participantRow));
 }
 
 // ------------------------------------------------------------------------------------------------ about
@@ -342,7 +376,7 @@ async function loadAbout() {
 
 // ------------------------------------------------------------------------------------------------ start
 
-document.getElementById("participant").textContent = participant();
+showParticipant();
 document.getElementById("start-preference").addEventListener("click", () => startTrial("preference"));
 document.getElementById("start-deception").addEventListener("click", () => startTrial("deception"));
 document.getElementById("artwork-file").addEventListener("change", (event) => addArtwork(event.target));
