@@ -5,10 +5,13 @@ real images, a real SQLite database."""
 import contextlib
 import csv
 import io
+import sqlite3
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 
 import httpx
 import pytest
@@ -20,6 +23,7 @@ from PIL import Image
 from brushwork.errors import BrushworkError
 from brushwork.images import list_images, load_image
 from brushwork.server.app import HostAndOriginCheck, create_app, parse_allowed_hosts
+from brushwork.server.inference import InferenceQueue
 from brushwork.server.settings import Settings, default_allowed_hosts
 from test_server import assert_error, client, join_study, settings, stylize  # noqa: F401  (client, settings: fixtures)
 from test_web_e2e import browser, free_port  # noqa: F401  (browser: a fixture)
@@ -319,3 +323,113 @@ def test_a_real_browser_on_another_site_cannot_post_and_a_rebound_name_gets_noth
         port = server.rsplit(":", 1)[1]
         rebound = httpx.get(server + "/api/results", headers={"Host": f"attacker.test:{port}"})
         assert_error(rebound, 400, "does not answer to the host name")
+
+
+def consistency_problems(settings) -> list[str]:
+    """Rows that point to a missing file, and files in the data folder that no row knows (read-only)."""
+    database = sqlite3.connect(f"file:{settings.data_dir / 'brushwork.sqlite3'}?mode=ro", uri=True)
+    with contextlib.closing(database):
+        images = dict(database.execute("SELECT sha256, extension FROM images"))
+        referenced = {sha256 for (sha256,) in database.execute(
+            "SELECT image_sha256 FROM results UNION SELECT image_sha256 FROM result_inputs "
+            "UNION SELECT image_sha256 FROM trial_items") if sha256}
+    root = settings.data_dir / "images"
+    files = {path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file()}
+    rows = {f"{sha256[:2]}/{sha256}.{extension}" for sha256, extension in images.items()}
+    return ([f"no row for the referenced image {sha256}" for sha256 in referenced - images.keys()]
+            + [f"no file for the row {row}" for row in rows - files]
+            + [f"no row for the file {file}" for file in files - rows])
+
+
+def test_deletes_racing_stylisations_leave_no_row_without_its_file_and_no_file_without_its_row(settings):
+    """A stylisation painting from an uploaded image, or from a result, while the last result using it is
+    deleted: each request ends in a clear answer, and rows and files still match."""
+    photo = io.BytesIO()
+    Image.fromarray(skimage.data.astronaut()).resize((40, 32)).save(photo, format="JPEG", quality=90)
+    style = {"style_ref": "sample:ihc", "size": "16"}
+    answers = []
+    with serving(settings) as server, httpx.Client(base_url=server, timeout=60) as http:
+        for _ in range(20):
+            content = http.post("/api/images", files={"file": ("photo.jpg", photo.getvalue(), "image/jpeg")})
+            assert content.status_code == 201, content.text
+            made = http.post("/api/stylize", data={"content_ref": content.json()["ref"], **style})
+            assert made.status_code == 201, made.text
+            start = threading.Barrier(3)
+
+            def send(method: str, url: str, **request) -> None:
+                with httpx.Client(base_url=server, timeout=60) as own:
+                    start.wait()
+                    answers.append((method, own.request(method, url, **request)))
+
+            threads = [threading.Thread(target=send, args=("POST", "/api/stylize"), kwargs={"data": {
+                           "content_ref": ref, **style}}) for ref in (content.json()["ref"], made.json()["ref"])]
+            threads.append(threading.Thread(target=send, args=("DELETE", f"/api/results/{made.json()['id']}")))
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+        assert len(answers) == 60
+        for method, response in answers:
+            # A reference gone before the painting started is a 404; once it started, the result is kept whole.
+            assert response.status_code in ({204} if method == "DELETE" else {201, 404}), response.text
+        assert not consistency_problems(settings)
+        for result in http.get("/api/results", params={"limit": 100}).json()["items"]:
+            for url in (result["url"], result["content"]["url"]):
+                assert http.get(url).status_code == 200, url
+            assert http.delete(f"/api/results/{result['id']}").status_code == 204
+        assert not consistency_problems(settings)
+        # With every result gone, no file is left (no style was uploaded: none stays as an artwork).
+        assert not any((settings.data_dir / "images").rglob("*.*"))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 1-bit grey PNG whose header says ``width`` x ``height`` and whose pixel data is garbage: any decoding
+    of it fails, while its header (checksums included) is sound."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", b"no deflate stream at all") + chunk(b"IEND", b""))
+
+
+def test_a_full_queue_refuses_uploads_before_decoding_them_and_too_many_pixels_show_in_the_header(settings,
+                                                                                                 monkeypatch):
+    settings.queue_size = 0  # one running, none waiting
+    garbage = ("garbage.png", png_claiming(1000, 1000), "image/png")  # 1 MP: under the limit of 2
+    bomb = ("bomb.png", png_claiming(8000, 8000), "image/png")  # 64 MP
+    form = {"style_ref": "sample:ihc", "size": "16"}
+    release = threading.Event()
+    original = InferenceQueue._stylize
+
+    def held(self, job):  # the one worker stays busy until released
+        release.wait(30)
+        return original(self, job)
+
+    monkeypatch.setattr(InferenceQueue, "_stylize", held)
+    with serving(settings) as server, httpx.Client(base_url=server, timeout=60) as http:
+        # Decoded, the garbage is refused for its data; the bomb is refused from its header, before decoding.
+        assert_error(http.post("/api/stylize", data=form, files={"content": garbage}), 422, "garbage.png")
+        assert_error(http.post("/api/images", files={"file": garbage}), 422, "garbage.png")
+        for post in (lambda: http.post("/api/stylize", data=form, files={"content": bomb}),
+                     lambda: http.post("/api/images", files={"file": bomb})):
+            assert_error(post(), 413, "bomb.png", "8000x8000", "megapixels")
+
+        running = []
+        busy = threading.Thread(target=lambda: running.append(httpx.post(
+            server + "/api/stylize", data={"content_ref": "sample:chelsea", **form}, timeout=60)))
+        busy.start()
+        try:
+            deadline = time.monotonic() + 20
+            while http.get("/api/health").json()["pending"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            for upload in (garbage, bomb):  # a 422 or 413 would mean it was read before the queue was checked
+                refused = http.post("/api/stylize", data=form, files={"content": upload, "style": garbage})
+                assert_error(refused, 503, "busy")
+                assert refused.headers["retry-after"]
+        finally:
+            release.set()
+            busy.join(60)
+        assert running[0].status_code == 201, running[0].text
+        assert http.get("/api/health").json()["pending"] == 0
+    assert Settings().max_pixels == 25_000_000  # the web's default: lower than the command line tools' limit

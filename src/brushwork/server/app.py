@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue=InferenceQueue(settings.workers, settings.queue_size, settings.device, settings.weights_dirs),
         rng=random.Random(),
         limits=RateLimit(),
+        decodes=asyncio.Semaphore(settings.concurrent_decodes),
     )
 
     @asynccontextmanager

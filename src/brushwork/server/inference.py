@@ -53,22 +53,19 @@ class InferenceQueue:
         self.capacity = workers + queue_size
         self.device = device
         self.weights_dirs = [str(d) for d in weights_dirs]
-        self.pending = 0  # running or waiting; changed on the event loop only
+        self.pending = 0  # admitted: decoding, waiting or running; changed on the event loop only
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stylize")
         # load_model caches each model; the lock keeps two first requests from loading it twice.
         self._loading = threading.Lock()
 
-    async def run(self, job: Job) -> tuple[Image.Image, float]:
-        """The stylised image and the seconds it took (waiting not counted)."""
+    def admit(self) -> Admission:
+        """A place in the queue, or QueueFull: taken before a request's uploads are even decoded, so that a full
+        queue refuses a request before it costs anything. Use it in a ``with`` block, and ``run`` a job in it."""
         if self.pending >= self.capacity:
             raise QueueFull(f"the server is busy ({self.workers} running, {self.capacity - self.workers} waiting); "
                             f"try again in a moment")
-        loop = asyncio.get_running_loop()
-        future = self._executor.submit(self._stylize, job)
         self.pending += 1
-        # Counted until the work itself ends, even when the client gave up waiting for it.
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
-        return await asyncio.wrap_future(future)
+        return Admission(self, asyncio.get_running_loop())
 
     def _release(self) -> None:
         self.pending -= 1
@@ -106,3 +103,27 @@ class InferenceQueue:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Admission:
+    """A request's place in the queue: given back when the request ends without a job, or when its job ends
+    (even when the client gave up waiting for it)."""
+
+    def __init__(self, queue: InferenceQueue, loop: asyncio.AbstractEventLoop):
+        self.queue = queue
+        self.loop = loop
+        self.submitted = False
+
+    async def run(self, job: Job) -> tuple[Image.Image, float]:
+        """The stylised image and the seconds it took (waiting not counted)."""
+        self.submitted = True
+        future = self.queue._executor.submit(self.queue._stylize, job)
+        future.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self.queue._release))
+        return await asyncio.wrap_future(future)
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *_) -> None:
+        if not self.submitted:
+            self.queue._release()

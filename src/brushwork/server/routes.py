@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 from typing import Annotated, Iterator, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -30,7 +33,7 @@ from .schemas import (ERRORS, STUDY_ERRORS, Answer, Health, ImageInfo, InputInfo
                       ResultInfo, ResultPage, ResultUpdate, SampleInfo, StudyResults, TrialInfo, TrialItemInfo,
                       TrialRequest)
 from .settings import Settings
-from .storage import MEDIA_TYPES, ImageStore, Upload, check_upload, encode
+from .storage import MEDIA_TYPES, ImageStore, Upload, check_header, decode_upload, encode
 
 IMAGE_PREFIX = "image:"
 #: Most style images mixed in one stylisation.
@@ -54,6 +57,8 @@ class Services:
     queue: InferenceQueue
     rng: random.Random
     limits: RateLimit
+    #: Bounds the uploads (and stored images) decoded at once: ``Settings.concurrent_decodes``.
+    decodes: asyncio.Semaphore
 
 
 def get_services(request: Request) -> Services:
@@ -136,11 +141,11 @@ async def upload_image(services: ServicesDep, file: Annotated[UploadFile, File(d
                        artwork: Annotated[bool, Form(description="A real artwork for the deception study.")] = False
                        ) -> ImageInfo:
     """Store an image once, to use it by reference (``image:SHA256``) in later stylisations."""
-    upload, _ = await _checked(services, file)
+    upload, _ = await _decoded(services, *await _checked(services, [file]))
 
     def store() -> ImageInfo:
         with services.sessions() as session:
-            image = _committed(session, lambda: _add_upload(services, session, upload, artwork))
+            image = _committed(services, session, lambda: _add_upload(services, session, upload, artwork))
             return image_info(image)
 
     return await run_in_threadpool(store)
@@ -158,15 +163,28 @@ def get_image(sha256: Sha256, services: ServicesDep, session: SessionDep) -> Fil
                         headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
-async def _checked(services: Services, file: UploadFile, size: int | None = None) -> tuple[Upload, Image.Image]:
-    """The checked upload and its image (resized for a stylisation of ``size``)."""
-    data = await file.read()
+Checked = tuple[bytes, str, str]  # an upload's bytes, name and format
 
-    def check() -> tuple[Upload, Image.Image]:
-        upload, image = check_upload(data, file.filename or "", services.settings.max_pixels)
+
+async def _checked(services: Services, files: list[UploadFile]) -> list[Checked]:
+    """The uploads, each refused from its header alone (type, pixel count) before anything is decoded."""
+    checked = []
+    for file in files:
+        data = await file.read()
+        name = file.filename or ""
+        checked.append((data, name, await run_in_threadpool(check_header, data, name, services.settings.max_pixels)))
+    return checked
+
+
+async def _decoded(services: Services, checked: Checked, size: int | None = None) -> tuple[Upload, Image.Image]:
+    """A checked upload and its image (resized for a stylisation of ``size``), decoded when a decoding slot is
+    free: however many requests arrive, only so many full-size images are in memory at once."""
+    def decode() -> tuple[Upload, Image.Image]:
+        upload, image = decode_upload(*checked, services.settings.max_pixels)
         return upload, _prepared(image, size) if size else image
 
-    return await run_in_threadpool(check)
+    async with services.decodes:
+        return await run_in_threadpool(decode)
 
 
 def _prepared(image: Image.Image, size: int) -> Image.Image:
@@ -179,27 +197,39 @@ def _prepared(image: Image.Image, size: int) -> Image.Image:
 
 
 def _add_upload(services: Services, session: Session, upload: Upload, artwork: bool) -> StoredImage:
-    sha256 = services.store.put(upload.data, upload.extension)
-    image = session.get(StoredImage, sha256)
-    if image is None:
-        image = StoredImage(sha256=sha256, extension=upload.extension, width=upload.width, height=upload.height,
-                            origin="upload", name=upload.name[:255])
-        session.add(image)
+    image = _add_image(services, session, upload.data, upload.extension, width=upload.width, height=upload.height,
+                       origin="upload", name=upload.name[:255])
     image.artwork = image.artwork or artwork
     return image
 
 
-def _committed(session: Session, change):
-    """Run ``change`` and commit, once more if a concurrent request stored the same image first."""
-    for attempt in range(2):
-        try:
-            value = change()
-            session.commit()
-            return value
-        except IntegrityError:
-            session.rollback()
-            if attempt:
-                raise
+def _add_image(services: Services, session: Session, data: bytes, extension: str, **columns) -> StoredImage:
+    """The stored image of ``data``: its file, and its row unless there already (with the store's lock held)."""
+    sha256 = services.store.put(data, extension)
+    image = session.get(StoredImage, sha256)
+    if image is None:
+        image = StoredImage(sha256=sha256, extension=extension, **columns)
+        session.add(image)
+    return image
+
+
+def _committed(services: Services, session: Session, change):
+    """Run ``change`` and commit, with the store's lock held (no file goes meanwhile); once more if another
+    process stored the same image first. When it fails, the files it wrote that no row refers to go too."""
+    with services.store.lock:
+        for attempt in range(2):
+            try:
+                value = change()
+                session.commit()
+                return value
+            except BaseException as error:
+                written = [(image.sha256, image.extension) for image in session.new if isinstance(image, StoredImage)]
+                session.rollback()
+                for sha256, extension in written:
+                    if session.get(StoredImage, sha256) is None:
+                        services.store.remove(sha256, extension)
+                if attempt or not isinstance(error, IntegrityError):
+                    raise
 
 
 # ---------------------------------------------------------------------------------------------- stylise
@@ -249,47 +279,53 @@ async def stylize(
     else:
         weights = _parse_weights(style_weights, len(style) + len(style_ref))
 
-    content_upload, content_image = await _checked(services, content, size) if content is not None else (None, None)
-    checked_styles = [await _checked(services, file, size) for file in style]
-    style_uploads = [upload for upload, _ in checked_styles]
-    refs = await run_in_threadpool(_resolve_refs, services, ([] if content_ref is None else [content_ref]) + style_ref,
-                                   size)
-    if content_image is None:
-        content_image = refs[0][1]
-    style_images = [image for _, image in checked_styles] + [image for _, image in refs[content_upload is None:]]
+    with services.queue.admit() as place:  # a full queue refuses the request before anything is decoded
+        checked = await _checked(services, ([content] if content is not None else []) + style)
+        pinned: list[str] = []
+        try:
+            refs = await run_in_threadpool(_pin_refs, services,
+                                           ([] if content_ref is None else [content_ref]) + style_ref, pinned)
+            uploads = [await _decoded(services, item, size) for item in checked]
+            async with services.decodes:
+                ref_images = await run_in_threadpool(lambda: [_ref_image(ref, path, size) for ref, path in refs])
+            content_upload, content_image = uploads.pop(0) if content is not None else (None, ref_images[0])
+            style_uploads = [upload for upload, _ in uploads]
+            style_images = [image for _, image in uploads] + ref_images[content_upload is None:]
+            job = Job(content_image, style_images, model, alpha, weights,
+                      None if preserve_color == "none" else preserve_color, size,
+                      {"steps": settings.gatys_steps} if model == "gatys" else {})
+            output, seconds = await place.run(job)
+            return await run_in_threadpool(_save, services, output, seconds, format, content_upload, style_uploads,
+                                           [ref for ref, _ in refs], job, title)
+        finally:
+            with anyio.CancelScope(shield=True):  # also when the client went away
+                await run_in_threadpool(_unpin, services, pinned)
 
-    job = Job(content_image, style_images, model, alpha, weights,
-              None if preserve_color == "none" else preserve_color, size,
-              {"steps": settings.gatys_steps} if model == "gatys" else {})
-    output, seconds = await services.queue.run(job)
 
-    def save() -> ResultInfo:
-        data = encode(output, format)
-        given = [ref for ref, _ in refs]
-        with services.sessions() as session:
-            def add() -> Result:
-                content_refs = ([IMAGE_PREFIX + _add_upload(services, session, content_upload, False).sha256]
-                                if content_upload else given[:1])
-                # Uploaded style images are paintings the person chose: real artworks for the deception study.
-                style_refs = [IMAGE_PREFIX + _add_upload(services, session, upload, True).sha256
-                              for upload in style_uploads] + given[content_upload is None:]
-                sha256 = services.store.put(data, format)
-                if session.get(StoredImage, sha256) is None:
-                    session.add(StoredImage(sha256=sha256, extension=format, width=output.width,
-                                            height=output.height, origin="result"))
-                result = Result(image_sha256=sha256, model=model, method=_method_of(model), alpha=alpha,
-                                style_weights=weights, preserve_color=job.preserve_color, size=size,
-                                seconds=round(seconds, 4), title=title,
-                                inputs=[ResultInput(position=position, ref=ref, image_sha256=_sha256_of(ref))
-                                        for position, ref in enumerate(content_refs + style_refs)])
-                session.add(result)
-                return result
+def _save(services: Services, output: Image.Image, seconds: float, format: str, content_upload: Upload | None,
+          style_uploads: list[Upload], given: list[str], job: Job, title: str) -> ResultInfo:
+    """The result in the gallery, with its uploads and the references ``given``: all rows and files, or none."""
+    data = encode(output, format)
+    with services.sessions() as session:
+        def add() -> Result:
+            content_refs = ([IMAGE_PREFIX + _add_upload(services, session, content_upload, False).sha256]
+                            if content_upload else given[:1])
+            # Uploaded style images are paintings the person chose: real artworks for the deception study.
+            style_refs = [IMAGE_PREFIX + _add_upload(services, session, upload, True).sha256
+                          for upload in style_uploads] + given[content_upload is None:]
+            image = _add_image(services, session, data, format, width=output.width, height=output.height,
+                               origin="result")
+            result = Result(image_sha256=image.sha256, model=job.model, method=_method_of(job.model),
+                            alpha=job.alpha, style_weights=job.style_weights, preserve_color=job.preserve_color,
+                            size=job.size, seconds=round(seconds, 4), title=title,
+                            inputs=[ResultInput(position=position, ref=ref, image_sha256=_sha256_of(ref))
+                                    for position, ref in enumerate(content_refs + style_refs)])
+            session.add(result)
+            return result
 
-            result = _committed(session, add)
-            session.refresh(result)
-            return result_info(result)
-
-    return await run_in_threadpool(save)
+        result = _committed(services, session, add)
+        session.refresh(result)
+        return result_info(result)
 
 
 def _method_of(model: str) -> str:
@@ -315,28 +351,49 @@ def _sha256_of(ref: str) -> str | None:
     return ref.removeprefix(IMAGE_PREFIX) if ref.startswith(IMAGE_PREFIX) else None
 
 
-def _resolve_refs(services: Services, refs: list[str], size: int) -> list[tuple[str, Image.Image]]:
-    """Each reference, normalised, with its image ready for a stylisation of ``size``: ``sample:NAME`` or
-    ``image:SHA256`` of a stored image."""
-    resolved = []
-    with services.sessions() as session:
-        for ref in refs:
-            ref = ref.strip()
-            if is_sample(ref):
-                resolved.append((ref, _prepared(load_sample(ref), size)))
-                continue
+def _pin_refs(services: Services, refs: list[str], pinned: list[str]) -> list[tuple[str, FilePath | None]]:
+    """Each reference normalised, with the file of its stored image: ``sample:NAME`` (no file), or
+    ``image:SHA256`` of a stored image (404 when there is none). The stored images are pinned (and added to
+    ``pinned``): they stay while the request uses them, whatever is deleted meanwhile."""
+    normalised = []
+    for ref in refs:
+        ref = ref.strip()
+        if not is_sample(ref):
             sha256 = _sha256_of(ref.lower())
             if sha256 is None:
                 raise HTTPException(422, f"{ref!r}: a reference is sample:NAME or image:SHA256")
-            image = session.get(StoredImage, sha256)
-            if image is None:
+            ref = IMAGE_PREFIX + sha256
+        normalised.append(ref)
+    resolved = []
+    with services.store.lock, services.sessions() as session:
+        for ref in normalised:
+            sha256 = _sha256_of(ref)
+            image = session.get(StoredImage, sha256) if sha256 else None
+            if sha256 and image is None:
                 raise HTTPException(404, f"no image {sha256}")
-            try:
-                stored = load_image(services.store.path(sha256, image.extension))
-            except ImageError:
-                raise HTTPException(404, f"the file of image {sha256} is missing from the store") from None
-            resolved.append((IMAGE_PREFIX + sha256, _prepared(stored, size)))
+            resolved.append((ref, services.store.path(sha256, image.extension) if image else None))
+        sha256s = [sha256 for sha256 in map(_sha256_of, normalised) if sha256]
+        services.store.pin(sha256s)
+        pinned.extend(sha256s)
     return resolved
+
+
+def _ref_image(ref: str, path: FilePath | None, size: int) -> Image.Image:
+    """The image of a reference of ``_pin_refs``, ready for a stylisation of ``size``."""
+    if path is None:
+        return _prepared(load_sample(ref), size)
+    try:
+        return _prepared(load_image(path), size)
+    except ImageError:
+        raise HTTPException(404, f"the file of image {_sha256_of(ref)} is missing from the store") from None
+
+
+def _unpin(services: Services, sha256s: list[str]) -> None:
+    """Give back a request's pins; the images that lost their last row meanwhile go now."""
+    unused = services.store.unpin(sha256s)
+    if unused:
+        with services.sessions() as session:
+            _forget_unused(services, session, unused)
 
 
 def _input_info(ref: str) -> InputInfo:
@@ -391,31 +448,40 @@ def update_result(result_id: int, change: ResultUpdate, session: SessionDep) -> 
 @router.delete("/results/{result_id}", status_code=204, tags=["gallery"])
 def delete_result(result_id: int, services: ServicesDep, session: SessionDep) -> None:
     """Remove a result; its image files go too unless something else still uses them."""
-    result = _result(session, result_id)
-    candidates = {result.image_sha256, *(item.image_sha256 for item in result.inputs if item.image_sha256)}
-    session.delete(result)
-    session.flush()
-    _forget_unused(services, session, candidates)
+    with services.store.lock:
+        result = _result(session, result_id)
+        candidates = {result.image_sha256, *(item.image_sha256 for item in result.inputs if item.image_sha256)}
+        session.delete(result)
+        session.flush()
+        _forget_unused(services, session, candidates)
 
 
 def _forget_unused(services: Services, session: Session, candidates: set[str]) -> None:
-    """Delete the images among ``candidates`` that nothing refers to any more: rows first, files once committed.
+    """Delete the images among ``candidates`` that nothing refers to any more: rows first, files once committed,
+    all with the store's lock held. An image that a request in progress pinned goes when it is unpinned, if
+    still unused then.
 
     A file outlives its rows only if the process dies in between; it is then unreferenced, never missing.
     """
-    unused = []
-    for sha256 in candidates:
-        image = session.get(StoredImage, sha256)
-        in_use = image is None or image.artwork or session.scalar(select(or_(
-            exists().where(Result.image_sha256 == sha256),
-            exists().where(ResultInput.image_sha256 == sha256),
-            exists().where(TrialItem.image_sha256 == sha256))))
-        if not in_use:
+    store = services.store
+    with store.lock:
+        unused = []
+        for sha256 in candidates:
+            image = session.get(StoredImage, sha256)
+            in_use = image is None or image.artwork or session.scalar(select(or_(
+                exists().where(Result.image_sha256 == sha256),
+                exists().where(ResultInput.image_sha256 == sha256),
+                exists().where(TrialItem.image_sha256 == sha256))))
+            if in_use:
+                continue
+            if store.pinned(sha256):
+                store.remove_when_unpinned(sha256)
+                continue
             unused.append((sha256, image.extension))
             session.delete(image)
-    session.commit()
-    for sha256, extension in unused:
-        services.store.remove(sha256, extension)
+        session.commit()
+        for sha256, extension in unused:
+            store.remove(sha256, extension)
 
 
 # ---------------------------------------------------------------------------------------------- study
@@ -430,11 +496,12 @@ def list_artworks(session: SessionDep) -> list[ImageInfo]:
 @router.delete("/study/artworks/{sha256}", status_code=204, tags=["study"])
 def remove_artwork(sha256: Sha256, services: ServicesDep, session: SessionDep) -> None:
     """Take an image out of the pool of real artworks (a photo uploaded as a style, say)."""
-    image = session.get(StoredImage, sha256)
-    if image is None or not image.artwork:
-        raise HTTPException(404, f"no artwork {sha256}")
-    image.artwork = False
-    _forget_unused(services, session, {sha256})
+    with services.store.lock:
+        image = session.get(StoredImage, sha256)
+        if image is None or not image.artwork:
+            raise HTTPException(404, f"no artwork {sha256}")
+        image.artwork = False
+        _forget_unused(services, session, {sha256})
 
 
 bearer = HTTPBearer(auto_error=False, description="The token of POST /api/study/participants.")
@@ -482,7 +549,8 @@ def create_trial(request: TrialRequest, participant: ParticipantDep, services: S
                  session: SessionDep) -> TrialInfo:
     """A new trial drawn from the gallery at random, for this participant alone; 409 when the gallery has too
     little for one."""
-    return trial_info(study.new_trial(session, request.study, request.count, services.rng, participant))
+    with services.store.lock:  # its items refer to images: none may go between drawing them and the commit
+        return trial_info(study.new_trial(session, request.study, request.count, services.rng, participant))
 
 
 def _trial(session: Session, trial_id: str) -> Trial:

@@ -24,8 +24,10 @@ class Settings:
     device: str = "auto"
     #: Largest request body (all uploads of one request together).
     max_upload_mb: float = 20.0
-    #: Largest uploaded image, in pixels: bigger ones are refused before they are decoded.
-    max_pixels: int = 40_000_000
+    #: Largest uploaded image, in pixels: bigger ones are refused from their header, before they are decoded.
+    max_pixels: int = 25_000_000
+    #: Uploads decoded at once (each holds its full-size pixels in memory); more wait their turn.
+    concurrent_decodes: int = 2
     #: Shorter side of an output, in pixels: the largest a client may ask for.
     max_size: int = 2048
     #: Stylisations running at once; more only help with a GPU or many cores.

@@ -6,7 +6,9 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +30,19 @@ class ImageStore:
     """Content-addressed files: the same image is stored once, and a name never changes what it points to.
 
     A file appears whole or not at all: it is written to a temporary file beside its place, then renamed.
+
+    A file is removed only when no row refers to it and no request in progress uses it: the rows that refer to
+    files change, and unused files are removed, with ``lock`` held (so a file never goes between a check that it
+    is there and the commit of a row pointing to it), and a request pins the stored images it paints from.
     """
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self._pins: Counter[str] = Counter()
+        #: Pinned images that lost their last row meanwhile: for the caller of ``unpin`` to remove if still unused.
+        self._unused_when_unpinned: set[str] = set()
 
     def path(self, sha256: str, extension: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.{extension}"
@@ -59,6 +69,28 @@ class ImageStore:
     def remove(self, sha256: str, extension: str) -> None:
         self.path(sha256, extension).unlink(missing_ok=True)
 
+    def pin(self, sha256s: list[str]) -> None:
+        """Keep these images (row and file) until ``unpin``, whatever is deleted meanwhile."""
+        with self.lock:
+            self._pins.update(sha256s)
+
+    def pinned(self, sha256: str) -> bool:
+        return self._pins[sha256] > 0
+
+    def remove_when_unpinned(self, sha256: str) -> None:
+        self._unused_when_unpinned.add(sha256)
+
+    def unpin(self, sha256s: list[str]) -> set[str]:
+        """Release pins of ``pin``; the images that lost their last row while pinned and are pinned no more."""
+        with self.lock:
+            self._pins.subtract(sha256s)
+            released = {sha256 for sha256 in sha256s if self._pins[sha256] <= 0}
+            for sha256 in released:
+                del self._pins[sha256]
+            unused = released & self._unused_when_unpinned
+            self._unused_when_unpinned -= unused
+            return unused
+
 
 @dataclass
 class Upload:
@@ -71,12 +103,9 @@ class Upload:
     height: int
 
 
-def check_upload(data: bytes, name: str, max_pixels: int) -> tuple[Upload, Image.Image]:
-    """The upload and its decoded RGB image; refuses what is not an image of a known type (415), has too many
-    pixels (413) or is damaged (422).
-
-    The pixel count is read from the header, before anything is decoded: a decompression bomb costs nothing.
-    """
+def check_header(data: bytes, name: str, max_pixels: int) -> str:
+    """The format of an upload, read from its header without decoding its pixels; refuses what is not an image
+    of a known type (415), has too many pixels (413) or is damaged (422): a decompression bomb costs nothing."""
     label = name or "upload"
     if not data:
         raise HTTPException(422, f"{label}: the file is empty")
@@ -100,6 +129,12 @@ def check_upload(data: bytes, name: str, max_pixels: int) -> tuple[Upload, Image
         raise
     except Exception as error:  # Pillow reports damaged files with many exception types
         raise HTTPException(422, f"{label}: damaged image ({error})") from None
+    return image_format
+
+
+def decode_upload(data: bytes, name: str, image_format: str, max_pixels: int) -> tuple[Upload, Image.Image]:
+    """The upload of ``check_header`` and its decoded RGB image; 422 when its pixels are damaged."""
+    label = name or "upload"
     try:
         image = load_image(data, max_pixels=max_pixels)
     except ImageError as error:
