@@ -619,6 +619,8 @@ def train_command(method, config, resume, weights_dir, **settings):
 @click.option("--database", default=None, help="SQLAlchemy database URL [default: SQLite in --data].")
 @click.option("--max-upload-mb", type=_Number(0, _LARGEST_SETTING, min_open=True), default=20, show_default=True,
               help="Largest request (all its uploads together).")
+@click.option("--body-timeout", type=_Number(0, _LARGEST_SETTING, min_open=True), default=30, show_default=True,
+              help="Seconds a request's body may take to arrive; a slower one gets 408.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=25_000_000, show_default=True,
               help="Largest uploaded image, in pixels (read from its header, before decoding).")
 @click.option("--concurrent-decodes", type=click.IntRange(min=1), default=2, show_default=True,
@@ -632,8 +634,8 @@ def train_command(method, config, resume, weights_dir, **settings):
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME[:PORT]",
               help="A host name clients reach the server by, with or without a port (repeatable); requests for "
                    "any other get 400. [default: the --host address, localhost and 127.0.0.1, with --port]")
-def serve(host, port, data_dir, database, max_upload_mb, max_pixels, concurrent_decodes, workers, queue_size, device,
-          weights_dir, allowed_hosts):
+def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixels, concurrent_decodes, workers,
+          queue_size, device, weights_dir, allowed_hosts):
     """Serve the web app (stylise, gallery, study, about) and its REST API (described at /docs)."""
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
@@ -643,15 +645,17 @@ def serve(host, port, data_dir, database, max_upload_mb, max_pixels, concurrent_
 
     allowed_hosts = list(allowed_hosts) or default_allowed_hosts(host, port)
     settings = Settings(data_dir=data_dir, database_url=database, weights_dirs=list(weights_dir), device=device,
-                        max_upload_mb=max_upload_mb, max_pixels=max_pixels, concurrent_decodes=concurrent_decodes,
-                        workers=workers, queue_size=queue_size, allowed_hosts=allowed_hosts)
+                        max_upload_mb=max_upload_mb, body_timeout=body_timeout, max_pixels=max_pixels,
+                        concurrent_decodes=concurrent_decodes, workers=workers, queue_size=queue_size,
+                        allowed_hosts=allowed_hosts)
     try:
         app = create_app(settings)
     except (OSError, SQLAlchemyError) as error:
         raise BrushworkError(f"cannot open the data folder or database: {error}") from None
     click.echo(f"brushwork: serving http://{host}:{port}/ (data in {data_dir}; answering to "
                f"{', '.join(allowed_hosts)})")
-    uvicorn.run(app, host=host, port=port)
+    # An idle keep-alive connection is closed after 5 s; a body slower than --body-timeout gets 408.
+    uvicorn.run(app, host=host, port=port, timeout_keep_alive=5)
 
 
 @cli.group()

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import anyio
 import fastapi_offline
 import torch
 from fastapi import FastAPI, Request
@@ -69,8 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                         swagger_css_url="/docs-assets/swagger-ui.css",
                                         swagger_favicon_url="/docs-assets/favicon.png").body
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyTimeout, seconds=settings.body_timeout)
     # Outside the body limit: a request from an unknown host or another site is refused before its body is read.
     app.add_middleware(HostAndOriginCheck, allowed_hosts=allowed_hosts)
+    app.add_middleware(UnexpectedErrors)
     # Added last, so outermost: every refusal above has the headers too.
     app.add_middleware(SecurityHeaders, policy=content_security_policy(api_page_html))
     app.include_router(routes.router)
@@ -133,10 +136,34 @@ def _add_error_handlers(app: FastAPI) -> None:
         log.error("out of memory on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "out of memory; try a smaller size"}, status_code=503)
 
-    # Starlette raises the exception again after this answer, so the server logs its traceback (only there).
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"detail": "internal server error; the server's log has the details"}, status_code=500)
+
+
+class UnexpectedErrors:
+    """Any other exception as a JSON 500, its traceback in the server's log (only there), and the connection kept
+    open. (Starlette's own last handler raises the exception again after answering, and the server then drops the
+    connection without a ``Connection: close``: a keep-alive client's next request on it fails.)"""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:  # half an answer is out: only closing the connection can tell the client
+                raise
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            await JSONResponse({"detail": "internal server error; the server's log has the details"},
+                               status_code=500)(scope, receive, send)
 
 
 class SecurityHeaders:
@@ -267,3 +294,32 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+class BodyTimeout:
+    """Answer 408 and close the connection when a request's body has not all arrived ``seconds`` after its
+    headers: a slow or stalled client cannot hold a connection (and the part of an upload it sent) for ever."""
+
+    def __init__(self, app: ASGIApp, seconds: float):
+        self.app = app
+        self.seconds = seconds
+        self.message = f"the request's body did not arrive within {seconds:g} s"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        deadline = anyio.current_time() + self.seconds
+        complete = False
+
+        async def timed() -> Message:
+            nonlocal complete
+            if complete:  # what comes after the body (a disconnect) may take as long as the answer does
+                return await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()) as waiting:
+                message = await receive()
+            if waiting.cancelled_caught:
+                raise HTTPException(408, self.message, headers={"Connection": "close"})
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed, send)

@@ -75,6 +75,18 @@ SessionDep = Annotated[Session, Depends(get_session)]
 Sha256 = Annotated[str, Path(pattern="^[0-9a-f]{64}$")]
 
 
+def single_valued(*repeatable: str):
+    """A dependency refusing a form that gives a field twice (but the ``repeatable`` list fields): which of two
+    values counts would be guesswork."""
+    async def check(request: Request) -> None:
+        form = await request.form()  # the form the endpoint reads: Starlette parses it once
+        for name in dict.fromkeys(form.keys()):
+            if name not in repeatable and len(form.getlist(name)) > 1:
+                raise HTTPException(422, f"{name[:100]}: given {len(form.getlist(name))} times; give it once")
+
+    return Depends(check)
+
+
 # ---------------------------------------------------------------------------------------------- models, samples
 
 def model_names() -> list[str]:
@@ -136,7 +148,7 @@ def image_info(image: StoredImage) -> ImageInfo:
                      width=image.width, height=image.height, name=image.name, artwork=image.artwork)
 
 
-@router.post("/images", status_code=201, response_model=ImageInfo, tags=["images"])
+@router.post("/images", status_code=201, response_model=ImageInfo, tags=["images"], dependencies=[single_valued()])
 async def upload_image(services: ServicesDep, file: Annotated[UploadFile, File(description="An image file.")],
                        artwork: Annotated[bool, Form(description="A real artwork for the deception study.")] = False
                        ) -> ImageInfo:
@@ -237,7 +249,8 @@ def _committed(services: Services, session: Session, change):
 Preserve = Literal["none", "luminance", "histogram"]
 
 
-@router.post("/stylize", status_code=201, response_model=ResultInfo, tags=["stylise"])
+@router.post("/stylize", status_code=201, response_model=ResultInfo, tags=["stylise"],
+             dependencies=[single_valued("style", "style_ref")])
 async def stylize(
     services: ServicesDep,
     content: Annotated[UploadFile | None, File(description="Content image (or give content_ref).")] = None,

@@ -24,6 +24,8 @@ class Settings:
     device: str = "auto"
     #: Largest request body (all uploads of one request together).
     max_upload_mb: float = 20.0
+    #: Seconds a request's body may take to arrive after its headers; then 408, and the connection is closed.
+    body_timeout: float = 30.0
     #: Largest uploaded image, in pixels: bigger ones are refused from their header, before they are decoded.
     max_pixels: int = 25_000_000
     #: Uploads decoded at once (each holds its full-size pixels in memory); more wait their turn.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import tempfile
 import threading
 import warnings
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +20,13 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import ImageError
 from ..images import load_image
 
-#: Upload formats (as Pillow names them). Browsers show these, so they are kept byte for byte; the others are
-#: stored as PNG. MPO is a JPEG with more pictures after the first (phones write it): browsers and stylisations
-#: use its first picture.
-KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "MPO": "jpg"}
-CONVERTED_FORMATS = {"TIFF", "BMP", "GIF"}
+#: Upload formats (as Pillow names them) and the file type each is stored as. Nothing of an upload but its picture
+#: is ever served back (a file that is also an HTML page or a ZIP archive is not): a JPEG is cut after its image
+#: (losslessly: its pixels, EXIF orientation and colour profile stay, and a clean JPEG keeps its bytes and so its
+#: name), anything else is stored as a PNG of its decoded pixels. MPO is a JPEG with more pictures after the
+#: first (phones write it): browsers and stylisations use its first picture, the only one kept.
+FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "png", "TIFF": "png", "BMP": "png", "GIF": "png"}
+#: Stored images of earlier versions may still be WebP.
 MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
@@ -114,7 +118,7 @@ def check_header(data: bytes, name: str, max_pixels: int) -> str:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit comes next
             with Image.open(io.BytesIO(data)) as header:
                 image_format, (width, height) = header.format, header.size
-                if image_format not in KEPT_FORMATS and image_format not in CONVERTED_FORMATS:
+                if image_format not in FORMATS:
                     raise HTTPException(415, f"{label}: {image_format} images are not accepted; "
                                              f"send JPEG, PNG, WebP, TIFF, BMP or GIF")
                 if width * height > max_pixels:
@@ -133,15 +137,74 @@ def check_header(data: bytes, name: str, max_pixels: int) -> str:
 
 
 def decode_upload(data: bytes, name: str, image_format: str, max_pixels: int) -> tuple[Upload, Image.Image]:
-    """The upload of ``check_header`` and its decoded RGB image; 422 when its pixels are damaged."""
+    """The upload of ``check_header`` and its decoded RGB image; 422 when its pixels are damaged or missing."""
     label = name or "upload"
     try:
         image = load_image(data, max_pixels=max_pixels)
     except ImageError as error:
         raise HTTPException(422, f"{label}: {str(error).removeprefix('image data: ')}") from None
-    if image_format in KEPT_FORMATS:
-        return Upload(data, KEPT_FORMATS[image_format], name, image.width, image.height), image
-    return Upload(encode(image, "png"), "png", name, image.width, image.height), image
+    if image_format == "PNG" and not png_rows_complete(data):
+        raise HTTPException(422, f"{label}: damaged image (its image data stops before its last row)")
+    end = jpeg_end(data) if FORMATS[image_format] == "jpg" else None
+    stored = (data[:end], "jpg") if end else (encode(image, "png"), "png")
+    return Upload(*stored, name, image.width, image.height), image
+
+
+def jpeg_end(data: bytes) -> int | None:
+    """Where a JPEG's picture ends: after the EOI marker that follows its last scan (the EOI of an EXIF thumbnail
+    lies inside a segment and is skipped). None when the segments cannot be walked to an EOI."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 1 < len(data):
+        marker = data[at + 1]
+        if data[at] != 0xFF:
+            return None
+        if marker == 0xD9:  # EOI
+            return at + 2
+        if marker == 0xFF:  # a fill byte
+            at += 1
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            at += 2
+        else:
+            at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+            if marker == 0xDA:  # a scan: its entropy-coded data runs to the next marker
+                while (at := data.find(b"\xff", at)) >= 0 and at + 1 < len(data) and (
+                        data[at + 1] == 0 or 0xD0 <= data[at + 1] <= 0xD7):
+                    at += 2
+                if at < 0:
+                    return None
+    return None
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: The seven passes of an interlaced PNG: first column and row, column and row steps.
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_rows_complete(data: bytes) -> bool:
+    """Whether a PNG's image data holds every row its header promises: Pillow leaves the missing rows black,
+    silently, when the compressed data ends early."""
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    bits = depth * _PNG_CHANNELS.get(color, 0)
+    expected = 0
+    for column, row, column_step, row_step in _ADAM7 if interlace else ((0, 0, 1, 1),):
+        columns, rows = -(-(width - column) // column_step), -(-(height - row) // row_step)
+        if columns > 0 and rows > 0:
+            expected += rows * (1 + -(-columns * bits // 8))  # each row: a filter byte and its pixels
+    inflate, found, at = zlib.decompressobj(), 0, 8
+    try:
+        while at + 8 <= len(data) and found < expected:
+            length, kind = struct.unpack(">I4s", data[at:at + 8])
+            if kind == b"IDAT":
+                compressed = data[at + 8:at + 8 + length]
+                while compressed and found < expected:  # counted, a megabyte at a time
+                    found += len(inflate.decompress(compressed, 2**20))
+                    compressed = inflate.unconsumed_tail
+            at += 12 + length
+    except zlib.error:
+        return False
+    return found >= expected
 
 
 def encode(image: Image.Image, extension: str) -> bytes:
