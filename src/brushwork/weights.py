@@ -215,8 +215,8 @@ def _adain_entries() -> tuple[Weights, ...]:
             folder="adain-vgg16-hed",
             files=(WeightFile("decoder", "decoder.pth", ADAIN_HED_SHA256,
                               Packaged("models/adain-vgg16-hed/decoder.pth")),),
-            summary="AdaIN decoder trained by brushwork over the offline vgg16-hed encoder; short CPU run, see "
-                    "its model card (brushwork/models/adain-vgg16-hed/README.md).",
+            summary="AdaIN decoder trained by brushwork over the offline vgg16-hed encoder to invert it (not the "
+                    "paper's style loss); see its model card (brushwork/models/adain-vgg16-hed/README.md).",
             source="brushwork (trained with 'brushwork train adain'), shipped in the package",
             licence="MIT",
             citation=_ADAIN_CITATION,
@@ -248,7 +248,7 @@ def _johnson(name: str, style: str, painting: str, sha256: str) -> Weights:
 
 #: sha256 of the networks brushwork trained and ships (see each model card).
 JOHNSON_SHA256 = {
-    "johnson-la-muse": "968596c7f57827a5eb487b872fc00871c103f16d720d30b740814525017f76f4",
+    "johnson-la-muse": "3ad2a40df841cb4418116d62da3f456fe7e4ecc3b396dcf7c3e6c10e53f58f05",
     "johnson-contrast-of-forms": "0404b9928d3e48a388120d8d45e854e28f818ed61fa15b6ea78949ccfd1ea213",
     "johnson-brushstrokes": "87a009f9e064834f11f9e18c92847f4011c760ac15b704cdfc3aeca455f08271",
 }
@@ -271,7 +271,7 @@ def _vst() -> Weights:
 
 
 #: sha256 of the AdaIN decoder brushwork ships (see models/adain-vgg16-hed/README.md).
-ADAIN_HED_SHA256 = "664de62668b226a177e5e2e61d448259805c3a6f3b2f4ca39c19dc91d4a1967b"
+ADAIN_HED_SHA256 = "0cbb52ae232409405f6189957439c146741a742941e9fe535737e36ddc721014"
 
 REGISTRY: dict[str, Weights] = {w.name: w for w in (
     _microast_official(),
