@@ -43,9 +43,13 @@ def tests_cache_dir() -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def isolated_session_weights(tmp_path_factory):
     """No fixture, even one built once for a module before any test's own cache, reads or writes the user's
-    weights cache or sees their BRUSHWORK_WEIGHTS."""
+    weights cache or sees their BRUSHWORK_WEIGHTS; no logger writes into their home folder."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BRUSHWORK_CACHE", str(tmp_path_factory.mktemp("session-cache")))
+        # Weights & Biases (the training test's offline logger) keeps its debug logs and settings here too.
+        wandb = tmp_path_factory.mktemp("wandb")
+        for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+            patch.setenv(name, str(wandb))
         patch.delenv("BRUSHWORK_WEIGHTS", raising=False)
         yield
 
