@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import statistics
 import sys
@@ -31,7 +30,8 @@ from typing import Iterator
 import torch
 
 from brushwork import load_model
-from brushwork.api import choose_device
+from brushwork.devices import choose_device
+from brushwork.engine import FastMicroAST
 from brushwork.benchmark import describe_machine, parse_size
 from brushwork.images import as_image, resize, to_tensor
 from brushwork.metrics import psnr
@@ -61,10 +61,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     report = Report(args.out, {"machine": describe_machine(), **environment(device)})
     plain = load_model(args.model, device=device, weights_dir=args.weights_dir, fast=False)
-    variants = {"fast": copy.deepcopy(plain).fast()}
+    variants = {"fast": FastMicroAST.from_network(plain)}
     if device.type == "cuda":
-        variants["fast-bfloat16"] = copy.deepcopy(plain).fast(low_precision=torch.bfloat16)
-    print(f"{report.data['machine']}; fast path computes in {variants['fast'].decoder.dec2.compute_dtype}", flush=True)
+        variants["fast-bfloat16"] = FastMicroAST.from_network(plain, low_precision=torch.bfloat16)
+    print(f"{report.data['machine']}; fast path computes in {variants['fast'].low_precision}", flush=True)
 
     pairs = [(as_image(content), as_image(style)) for content, style in (args.pair or DEFAULT_PAIRS)]
     for index, (content, style) in enumerate(pairs):

@@ -35,7 +35,8 @@ def test_load_model_is_ready_and_shared(weights_dir):
     assert model is brushwork.load_model(weights.DEFAULT_MODEL, weights_dir=weights_dir, device="cpu")
     assert not model.training
     assert all(not p.requires_grad and p.device.type == "cpu" for p in model.parameters())
-    assert brushwork.load_model("microast-cv-faces", weights_dir=weights_dir).decoder.head == "tuned"
+    assert brushwork.load_model("microast-cv-faces", weights_dir=weights_dir).head == "tuned"
+    assert brushwork.load_model("microast-cv-faces", weights_dir=weights_dir, fast=False).decoder.head == "tuned"
 
 
 def test_load_model_refuses_what_is_not_a_model(weights_dir):

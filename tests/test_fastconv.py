@@ -1,15 +1,13 @@
-"""The fast path's convolution blocks compute what the plain layers compute, borders included."""
-
-import copy
+"""The engine's convolution building blocks compute what the plain layers compute, borders included (the
+engine built from them: tests/test_engine.py)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from brushwork import fastconv
-from brushwork.fastconv import conv, dense_of, exact_borders, grouped, phase_kernel, reflect_conv, regrouped
-from brushwork.methods import microast
-from brushwork.metrics import psnr
+from brushwork.engine import fastconv
+from brushwork.engine.fastconv import conv, dense_of, exact_borders, grouped, phase_kernel, reflect_conv, regrouped
+from brushwork.tiling import image_edges
 
 CL = torch.channels_last
 
@@ -57,6 +55,17 @@ def test_exact_borders_only_touches_the_bands_the_fast_output_got_wrong():
     exact_borders(out, x, lambda piece: piece + 1, wrong=2, reach=1)
     assert torch.equal(out[..., :2, :], x[..., :2, :] + 1) and torch.equal(out[..., :, -2:], x[..., :, -2:] + 1)
     assert out[..., 2:-2, 2:-2].abs().sum() == 0
+
+
+def test_exact_borders_leaves_the_sides_a_tile_cut():
+    """Inside a tile (brushwork.tiling.image_edges) only the image's own borders are made exact: the other sides lie
+    in the margin that tiling throws away."""
+    x = torch.arange(20 * 24, dtype=torch.float32).reshape(1, 1, 20, 24)
+    out = torch.zeros_like(x)
+    with image_edges(top=True, bottom=False, left=False, right=True):
+        exact_borders(out, x, lambda piece: piece + 1, wrong=2, reach=1)
+    assert torch.equal(out[..., :2, :], x[..., :2, :] + 1) and torch.equal(out[..., :, -2:], x[..., :, -2:] + 1)
+    assert out[..., 2:, :-2].abs().sum() == 0
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
@@ -161,140 +170,3 @@ def test_the_mean_of_a_convolution_refuses_maps_too_small_to_pad():
         fastconv.mean_of_reflect_conv(torch.zeros(1, 2, 3, 8), torch.zeros(2, 2, 9, 9), None)
     with pytest.raises(ValueError, match="ring"):
         fastconv.mean_of_reflect_conv(torch.zeros(1, 2, 13, 8), torch.zeros(2, 2, 5, 5), None, ringed=True)
-
-
-@pytest.fixture(scope="module")
-def tuned_model(weights_dir):
-    from brushwork import weights
-    return microast.load(weights.resolve("microast-cv-coco-wikiart", weights_dir))
-
-
-@pytest.mark.parametrize("size", [(5, 7), (13, 21), (40, 33)])
-@pytest.mark.parametrize("which", ["bilinear", "tuned"])
-def test_phase_head_equals_the_head_it_is_built_from(official_model, tuned_model, which, size):
-    """In float32 the phase head is the plain head, borders and all (tiny maps take the plain layers)."""
-    torch.manual_seed(3)
-    model = official_model if which == "bilinear" else tuned_model
-    assert model.decoder.head == which and microast.PhaseHead.fits(model.decoder.dec3)
-    head = copy.deepcopy(model.decoder.dec3).to(memory_format=CL)
-    phase = microast.PhaseHead(head, low_precision=None)
-    x = torch.randn(1, 64, *size).abs().contiguous(memory_format=CL)
-    with torch.inference_mode():
-        expected = model.decoder.dec3(x)
-        got = phase(x)
-    assert got.shape == expected.shape == (1, 3, 4 * size[0], 4 * size[1])
-    torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
-    # kernels as small as the layers allow: the 9x9 (15x15) convolution to RGB becomes a 5x5 (9x9) one
-    assert phase.layer1.shape[-1] == 5 if which == "bilinear" else phase.layer3.shape[-1] == 9
-
-
-def test_the_transposed_head_keeps_its_own_layers():
-    assert not microast.PhaseHead.fits(microast.transposed_head())
-
-
-def test_filter_modulation_folded_into_the_weights_is_the_modulated_block(official_model):
-    torch.manual_seed(4)
-    block = official_model.decoder.dec1
-    fast = copy.deepcopy(block).to(memory_format=CL)
-    fast.conv1.pad_free = fast.conv2.pad_free = True
-    x = torch.randn(1, 64, 23, 31)
-    weight, bias = torch.rand(1, 64, 1, 1) + 0.5, torch.randn(1, 64, 1, 1) * 0.1
-    with torch.inference_mode():
-        torch.testing.assert_close(fast(x.contiguous(memory_format=CL), weight, bias), block(x, weight, bias),
-                                   atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("fused", [False, True])
-def test_fast_path_in_float32_is_the_plain_network(official_model, monkeypatch, fused):
-    """Where oneDNN's fused convolutions are missing (CUDA, other CPUs) the same code runs on plain conv2d;
-    without a lower precision it is the plain network to float32 rounding (ringed maps, window sums and all),
-    whole and in tiles."""
-    if not fused:
-        monkeypatch.setattr(fastconv, "_fused_relu_available", lambda x: False)
-    fast = copy.deepcopy(official_model).fast(low_precision=None)
-    assert fast.decoder.phase_head is not None and fast.decoder.dec2.compute_dtype is None
-    assert fast.content_encoder.ringed and fast.style_encoder.ringed
-    torch.manual_seed(5)
-    content, style = torch.rand(1, 3, 150, 206), torch.rand(1, 3, 95, 83)  # odd sizes: stride 2 on a ring
-    with torch.inference_mode():
-        expected = official_model.stylize(content, [official_model.encode_style(style)])
-        signals = fast.encode_style(style)
-        torch.testing.assert_close(fast.stylize(content, [signals]), expected, atol=2e-4, rtol=1e-4)
-        assert psnr(fast.stylize(content, [signals], tile=64), expected) >= 55  # float16 maps between stages
-
-
-def test_a_low_precision_convolution_added_to_a_float32_stream_keeps_the_streams_precision():
-    """bfloat16 output rounding is relative to the values: centring the output keeps channels with large means
-    precise (microast._add_low_precision), and the bias it took off comes back exactly."""
-    torch.manual_seed(6)
-    stream = torch.randn(1, 16, 20, 24).contiguous(memory_format=CL)
-    hidden = (torch.rand(1, 16, 20, 24) + torch.linspace(0, 40, 16).view(1, -1, 1, 1)).bfloat16()
-    weight = (torch.randn(16, 16, 3, 3) / 30).bfloat16().contiguous(memory_format=CL)
-    bias = torch.randn(16).bfloat16() * 10
-    hidden = hidden.contiguous(memory_format=CL)
-    expected = stream.double() + plain_reflect_conv(hidden.double(), weight.double(), bias.double())
-    with torch.inference_mode():
-        centred = microast._add_low_precision(stream, hidden, weight, bias, reflect_conv)
-        rounded = stream + reflect_conv(hidden, weight, bias).float()
-    assert centred.dtype == torch.float32
-    error, rounded_error = ((out.double() - expected).abs().max().item() for out in (centred, rounded))
-    assert error < 0.02 and error < rounded_error / 4
-
-
-def test_the_deep_block_on_centred_bfloat16_maps_is_the_block_up_to_its_scale_and_constants(official_model):
-    """MicroDecoder's whole-map fast path: the deep FilterMod block on the instance normalisation of a ringed
-    map, without making it, in bfloat16 on centred maps, gives z whose normalisation is the block output's."""
-    torch.manual_seed(7)
-    model = official_model
-    with torch.inference_mode():
-        signals = model.encode_style(torch.rand(1, 3, 96, 96))
-        deep = model.content_encoder(torch.rand(1, 3, 120, 152))[1].contiguous(memory_format=CL)
-        x = microast.adaptive_instance_norm(deep, signals.means[1], signals.stds[1])
-        output = model.decoder.dec1(x, signals.filter_weights[1], signals.filter_biases[1])
-        mean, std = microast.mean_std(deep)
-        scale = signals.stds[1] / std
-        ringed = fastconv.with_ring(deep)
-        centred = (scale * ringed + signals.means[1] - mean * scale - signals.means[1]).bfloat16()
-        z = model.decoder.dec1.centred_forward(ringed, centred, signals.means[1], signals.filter_weights[1],
-                                               signals.filter_biases[1], fastconv.ring_conv, output_scale=1 / scale)
-        assert z.dtype == torch.float32 and z.shape[-2:] == (32, 40)
-        difference = scale * fastconv.inside(z) - output  # constant in each channel
-        spread = (difference - difference.mean(dim=(2, 3), keepdim=True)).abs().max()
-        assert spread < 1e-3 * output.abs().max()
-        normalised = [microast.adaptive_instance_norm(level, signals.means[0], signals.stds[0])
-                      for level in (output, fastconv.inside(z))]
-        error = (normalised[1] - normalised[0]).square().mean() / normalised[0].var()
-        assert error < 2e-6  # 5e-7 measured; 1.3e-4 in bfloat16 without the centring
-
-
-def test_fast_path_paints_a_batch_of_photos_with_one_style_as_each_alone(official_model):
-    """The whole-map path with one style's signals: per-image statistics, the deep block with a scale per image."""
-    fast = copy.deepcopy(official_model).fast()
-    torch.manual_seed(8)
-    content, style = torch.rand(2, 3, 96, 120), torch.rand(1, 3, 64, 64)
-    with torch.inference_mode():
-        signals = fast.encode_style(style)
-        together = fast.stylize(content, [signals])
-        alone = torch.cat([fast.stylize(image[None], [signals]) for image in content])
-        assert together.shape == content.shape and psnr(together, alone) > 45
-        expected = official_model.stylize(content, [official_model.encode_style(style)])
-        assert psnr(together, expected) > 45
-
-
-def test_an_encoder_block_in_bfloat16_on_centred_maps_keeps_the_float32_streams_precision(official_model):
-    """The encoders' residual blocks with bfloat16 convolutions and a float32 stream (microast._any_residual):
-    input less its channel means, hidden map relu(h) - c, output centred; three times closer to the exact block than
-    the same block rounded uncentred (mean squared error)."""
-    torch.manual_seed(9)
-    block = official_model.content_encoder.enc2[0]
-    with torch.inference_mode():
-        x = official_model.content_encoder(torch.rand(1, 3, 120, 152))[0].contiguous(memory_format=CL)
-        expected = copy.deepcopy(block).double()(x.double())
-        low = [(layer.conv_layer.weight.bfloat16().contiguous(memory_format=CL), layer.conv_layer.bias.bfloat16())
-               for layer in (block.conv1, block.conv2)]
-        centred = microast._fast_residual(x, *low)
-        hidden = reflect_conv(x, *low[0], relu=True)
-        rounded = x + reflect_conv(hidden, *low[1]).float()
-    assert centred.dtype == torch.float32 and centred.shape == x.shape
-    error, rounded_error = ((out.double() - expected).square().mean().item() for out in (centred, rounded))
-    assert error < rounded_error / 2  # measured: 9e-9 against 2.8e-8

@@ -58,6 +58,33 @@ def test_onnx_runtime_matches_pytorch_at_other_sizes(exported, weights_dir, imag
     assert psnr(result, reference) >= 45
 
 
+def test_onnx_runtime_matches_the_fast_engine_too(exported, weights_dir, images):
+    """The export of the plain network agrees with both of PyTorch's executors: the network and its engine."""
+    path, _ = exported
+    content, style = (to_tensor(image) for image in (images[0].resize((320, 236)), images[1].resize((256, 256))))
+    engine = load_model("microast", weights_dir=weights_dir, device="cpu")
+    runtime = load_model(str(path), device="cpu")
+    with torch.inference_mode():
+        assert psnr(runtime.stylize(content, [runtime.encode_style(style)]),
+                    engine.stylize(content, [engine.encode_style(style)])) >= 45
+
+
+def test_the_tuned_heads_export_matches_the_network_and_the_engine(tmp_path, weights_dir, images):
+    """The other shipped head (MicroAST-CV's bicubic, 15x15) exports too, and paints whole and in tiles what the
+    network and its engine paint."""
+    content, style = (to_tensor(image) for image in (images[0].resize((250, 180)), images[1].resize((128, 128))))
+    plain = load_model("microast-cv-coco-wikiart", weights_dir=weights_dir, device="cpu", fast=False)
+    engine = load_model("microast-cv-coco-wikiart", weights_dir=weights_dir, device="cpu")
+    report = export_onnx(plain, tmp_path / "tuned.onnx", check_content=content[..., :96, :128], check_style=style)
+    assert report.psnr_db >= 45
+    runtime = load_model(str(tmp_path / "tuned.onnx"), device="cpu")
+    with torch.inference_mode():
+        encoded = runtime.encode_style(style)
+        for painted in (runtime.stylize(content, [encoded]), runtime.stylize(content, [encoded], tile=128)):
+            for model in (plain, engine):
+                assert psnr(painted, model.stylize(content, [model.encode_style(style)])) >= 45
+
+
 def test_onnx_runtime_paints_large_images_in_tiles(exported, weights_dir, images):
     path, _ = exported
     content = to_tensor(images[0].resize((700, 460)))
@@ -113,6 +140,9 @@ def test_export_refuses_what_it_cannot_export(weights_dir, tmp_path):
     run = subprocess.run([sys.executable, "-m", "brushwork", "export", "--model", "adain-vgg16-hed",
                           "--weights-dir", weights_dir, "-o", tmp_path / "adain.onnx"], capture_output=True, text=True)
     assert run.returncode != 0 and "MicroAST" in run.stderr and "Traceback" not in run.stderr
+    with pytest.raises(BrushworkError, match="plain MicroAST network"):  # the engine's fused kernels do not export
+        export_onnx(load_model("microast", weights_dir=weights_dir, device="cpu"), tmp_path / "engine.onnx",
+                    check_content=torch.rand(1, 3, 32, 32), check_style=torch.rand(1, 3, 32, 32))
     model = load_model("microast", weights_dir=weights_dir, device="cpu", fast=False)
     with pytest.raises(BrushworkError, match=".onnx"):
         export_onnx(model, tmp_path / "model.bin", check_content=torch.rand(1, 3, 32, 32),

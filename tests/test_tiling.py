@@ -1,19 +1,17 @@
-"""Tiled inference and the fast path: the same pictures as the plain whole-image network, in bounded memory."""
+"""Tiled inference: the same pictures as the whole image, in bounded memory (the engine in tiles: test_engine.py)."""
 
 from __future__ import annotations
 
-import copy
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from brushwork import Stylizer, fastconv, load_model, stylize
+from brushwork import Stylizer, load_model, stylize
 from brushwork.cli import cli
 from brushwork.errors import BrushworkError
 from brushwork.metrics import psnr
@@ -21,7 +19,6 @@ from brushwork.images import as_image, to_tensor
 from brushwork.methods import microast
 from brushwork.tiling import map_tiles, memory_budget, parse_memory, tile_for_budget, tiles
 
-from conftest import FIXTURES, HAVE_SHARED, NO_SHARED, SHARED
 
 
 
@@ -101,87 +98,6 @@ def test_adain_in_tiles_equals_the_whole_image(weights_dir, pair):
         whole = model.stylize(content, [statistics, own], masks=[mask, 1 - mask])
         tiled = model.stylize(content, [statistics, own], masks=[mask, 1 - mask], tile=96)
         assert (tiled - whole).abs().max().item() < 1e-4
-
-
-def eval_pair(content_index: int | str, style_name: str) -> tuple[Path, Path]:
-    """An evaluation pair: the shared images by index and name, or (``"sailboat"``) the repository's."""
-    if content_index == "sailboat":
-        folder = FIXTURES / "reference" / "microast"
-        return folder / "content_sailboat.webp", folder / style_name
-    if not HAVE_SHARED:
-        pytest.skip(NO_SHARED)
-    folder = SHARED / "data" / "eval"
-    return sorted((folder / "content").iterdir())[content_index], folder / "style" / style_name
-
-
-def fast_against_plain(plain, fast, content_index: int | str, style_name: str) -> tuple[float, float]:
-    """PSNR of ``fast`` to ``plain`` on an evaluation pair at 514x386 (not a multiple of 4): whole, in tiles."""
-    content_path, style_path = eval_pair(content_index, style_name)
-    content = to_tensor(Image.open(content_path).convert("RGB").resize((514, 386)))
-    style = to_tensor(Image.open(style_path).convert("RGB").resize((256, 256)))
-    with torch.inference_mode():
-        reference = plain.stylize(content, [plain.encode_style(style)])
-        signals = fast.encode_style(style)
-        return (psnr(fast.stylize(content, [signals]), reference),
-                psnr(fast.stylize(content, [signals], tile=192), reference))
-
-
-@pytest.mark.parametrize("content_index, style_name", [(3, "asheville.jpg"), (0, "brushstrokes.jpg"),
-                                                        (11, "la_muse.jpg"), ("sailboat", "style_brushstrokes.webp")])
-def test_official_fast_path_stays_within_45_db_on_real_pairs(weights_dir, content_index, style_name):
-    """Pairs where rounding shows most (the first one was at 44 dB when every encoder convolution ran in
-    bfloat16): whole and in tiles."""
-    plain = load_model("microast", weights_dir=weights_dir, device="cpu", fast=False)
-    fast = load_model("microast", weights_dir=weights_dir, device="cpu")
-    whole, tiled = fast_against_plain(plain, fast, content_index, style_name)
-    assert whole >= 46 and tiled >= 46
-
-
-@pytest.mark.parametrize("content_index, style_name", [(3, "asheville.jpg"), (11, "la_muse.jpg"),
-                                                        ("sailboat", "style_mondrian.webp")])
-def test_the_cuda_paths_float16_stays_far_within_45_db_on_real_pairs(weights_dir, monkeypatch, content_index,
-                                                                     style_name):
-    """The precision the fast path takes on CUDA GPUs (float16 in the same layers, plain conv2d without oneDNN's
-    fusions), computed on the CPU: a GPU rounds the same values, its kernels summing in another order."""
-    monkeypatch.setattr(fastconv, "_fused_relu_available", lambda x: False)
-    plain = load_model("microast", weights_dir=weights_dir, device="cpu", fast=False)
-    fast = copy.deepcopy(plain).fast(low_precision=torch.float16)
-    assert fast.decoder.dec2.compute_dtype == torch.float16 and fast.decoder.centred_dtype == torch.float16
-    whole, tiled = fast_against_plain(plain, fast, content_index, style_name)
-    # Measured on twelve pairs: 65.6-72.3 dB whole, 55.0-62.8 dB in tiles (their maps stored in float16).
-    assert whole >= 60 and tiled >= 52
-
-
-@pytest.mark.parametrize("name", ["microast", "microast-cv-coco-wikiart", "microast-cv-portraits", "adain-vgg16-hed"])
-def test_fast_path_stays_within_45_db_of_plain_fp32(weights_dir, pair, name):
-    plain = load_model(name, weights_dir=weights_dir, device="cpu", fast=False)
-    fast = load_model(name, weights_dir=weights_dir, device="cpu")
-    assert fast is not plain and next(fast.parameters()).is_contiguous(memory_format=torch.channels_last)
-    content, style = pair
-    with torch.inference_mode():
-        reference = plain.stylize(content, [plain.encode_style(style)])
-        assert psnr(fast.stylize(content, [fast.encode_style(style)]), reference) >= 45
-        assert psnr(fast.stylize(content, [fast.encode_style(style)], tile=128), reference) >= 45
-
-
-def test_fast_path_uses_bfloat16_only_where_the_cpu_has_it(official_model):
-    model = copy.deepcopy(official_model).fast()
-    low = {name for name, module in model.named_modules()
-           if isinstance(module, microast.ReflectConv) and module.compute_dtype is not None}
-    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        assert low == {f"{encoder}.{block}.{conv}" for encoder in ("content_encoder", "style_encoder")
-                       for block in ("enc1.10", "enc2.0") for conv in ("conv1", "conv2")}
-        # the deep FilterMod block amplifies rounding: bfloat16 on centred maps, on whole maps only
-        assert model.decoder.dec1.compute_dtype is None and model.decoder.centred_dtype == torch.bfloat16
-        assert model.decoder.dec2.compute_dtype == torch.bfloat16
-        assert model.decoder.phase_head.layer1.dtype == torch.bfloat16
-    else:
-        assert low == set() and model.decoder.dec2.compute_dtype is None and model.decoder.centred_dtype is None
-        assert model.decoder.phase_head.layer1.dtype == torch.float32
-    # grouped: four phases per channel, two channels per group merged into groups of four (fastconv.regrouped)
-    assert model.decoder.phase_head.kernel1.shape == (128, 4, 3, 3)
-    assert model.decoder.phase_head.groups["kernel1"] == 16
-    assert not any(key.startswith("decoder.phase_head") for key in model.state_dict())  # no new state
 
 
 def test_memory_budget_picks_tiles_only_for_large_images():

@@ -16,7 +16,9 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from . import engine
 from . import weights as registry
+from .devices import choose_device
 from .errors import BrushworkError
 from .functional import match_color, normalize_weights, preserve_color
 from .images import ImageLike, as_image, resize, to_image, to_tensor
@@ -45,32 +47,16 @@ DEFAULT_MAX_MEMORY = AUTO
 StyleInput = Union[ImageLike, Sequence[ImageLike]]
 
 
-def choose_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA when it is there, else the CPU; ``cuda`` (or ``cuda:N``) must be there."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise BrushworkError(f"unknown device {device!r}; use auto, cpu or cuda") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise BrushworkError("device cuda asked for, but PyTorch sees no CUDA GPU here; use --device cpu or auto")
-    if chosen.type not in ("cpu", "cuda"):
-        raise BrushworkError(f"unsupported device {device!r}; use auto, cpu or cuda")
-    return chosen
-
-
 def load_model(name: str | os.PathLike | None = None, *, method: str | None = None,
                device: str | torch.device = "auto", weights_dir=None, fast: bool = True, **options) -> nn.Module:
     """A ready (eval-mode, frozen) model: a registry name, a folder of trained weights (as ``brushwork train``
     writes them), an exported ``.onnx`` file (run by ONNX Runtime), or ``"gatys"``; without a name, the default
     model of ``method`` (MicroAST's without either).
 
-    ``fast`` (the default) turns on the model's fast inference path (channels-last layout, and lower precision
-    in the layers where it keeps the output within 45 dB PSNR of fp32, on hardware that computes it natively);
-    ``fast=False`` gives the plain eager fp32 network. ``options`` are settings of the Gatys optimisation (see
+    ``fast`` (the default) gives the model's fast engine, built from the loaded network
+    (:func:`brushwork.engine.build`: channels-last layout, and lower precision in the layers where it keeps the
+    output within 45 dB PSNR of fp32, on hardware that computes it natively); ``fast=False`` gives the plain eager
+    fp32 network. ``options`` are settings of the Gatys optimisation (see
     :class:`brushwork.methods.gatys.GatysSettings`, plus ``loss_net``). Models are loaded once per name,
     device, weights folders and path, and then shared.
     """
@@ -165,7 +151,7 @@ def _load_folder(kind: str, encoder: str | None, files: tuple, device: torch.dev
 
 def _ready(model: nn.Module, device: torch.device, fast: bool) -> nn.Module:
     model = model.to(device)
-    return model.fast() if fast else model
+    return engine.build(model) if fast else model
 
 
 @functools.lru_cache(maxsize=4)

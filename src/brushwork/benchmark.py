@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from . import process
 from . import weights as registry
-from .api import DEFAULT_MAX_MEMORY, choose_device, load_model
+from .api import DEFAULT_MAX_MEMORY, load_model
+from .devices import choose_device
 from .errors import BrushworkError
 from .tiling import memory_budget, memory_setting
 

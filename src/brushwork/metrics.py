@@ -16,7 +16,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from . import losses
-from .api import choose_device
+from .devices import choose_device
 from .images import to_image
 from .vgg import load_loss_network
 

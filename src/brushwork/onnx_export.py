@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from .errors import BrushworkError
-from .functional import normalize_weights
 from .metrics import psnr
-from .methods.microast import SECOND_HALF_HALO, SIZE_MULTIPLE, MicroAST, StyleSignals, pad_to, paint_in_tiles
+from .methods.microast import (SECOND_HALF_HALO, SIZE_MULTIPLE, MicroAST, StyleSignals, mixed_signals, pad_to,
+                                paint_in_tiles)
 
 SIGNAL_NAMES = tuple(f"{field.name}_{level}" for field in fields(StyleSignals) for level in ("shallow", "deep"))
 #: PSNR (dB) an export must reach against PyTorch on the check image, or it is refused.
@@ -116,7 +116,8 @@ def export_onnx(model: MicroAST, output: Path, *, style: torch.Tensor | None = N
     """Export ``model`` (plain fp32) to ``output`` (and ``output``'s ``.style.onnx`` unless ``style`` is baked in),
     then paint ``check_content`` with both ONNX Runtime and PyTorch; refuse (and delete) an export below 45 dB."""
     if not isinstance(model, MicroAST):
-        raise BrushworkError("ONNX export is for MicroAST models (the registry's microast* or a trained folder)")
+        raise BrushworkError("ONNX export is for the plain MicroAST network (the registry's microast* or a trained "
+                             "folder, loaded with fast=False)")
     output = Path(output)
     if output.suffix != ".onnx":
         raise BrushworkError(f"{output}: an ONNX file name ends in .onnx")
@@ -235,19 +236,15 @@ class OnnxMicroAST(nn.Module):
                 progress=None) -> torch.Tensor:
         """As :meth:`MicroAST.stylize`; ``tile`` paints in tiles through the stage graphs (when the export has
         them), with the statistics of the whole image between stages."""
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
         height, width = content.shape[-2:]
         padded = pad_to(content, SIZE_MULTIPLE)
         if self.baked:
-            if alpha < 1.0 or len(styles) > 1:
+            if alpha != 1.0 or len(styles) > 1:
                 raise BrushworkError(f"{self.path.name} has its style baked in: no alpha or style mixing; export "
                                      "without --style for those")
             painted = torch.from_numpy(self.paint_session.run(None, {"content": _numpy(padded)})[0])
         else:
-            signals = StyleSignals.blend(list(styles), normalize_weights(style_weights, len(styles)))
-            if alpha < 1.0:
-                signals = StyleSignals.blend([self.encode_style(content), signals], [1.0 - alpha, alpha])
+            signals = mixed_signals(styles, style_weights, alpha, lambda: self.encode_style(content))
             if tile is not None and self.stages:
                 painted = self._paint_in_tiles(padded, signals, tile, progress)
             else:
@@ -279,8 +276,7 @@ class OnnxMicroAST(nn.Module):
         """As :meth:`MicroAST.tile_for`, for exports that have the stage graphs (others never tile)."""
         return MicroAST.tile_for(height, width, budget) if self.stages and not self.baked else None
 
-    def decode_steps(self, content: torch.Tensor, tile: int | None) -> int:
-        return MicroAST.decode_steps(self, content, tile)
+    decode_steps = staticmethod(MicroAST.decode_steps)
 
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         return self.stylize(content, [self.encode_style(style)])

@@ -13,6 +13,8 @@ margin and the network's own padding applies, as on the whole image.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import re
 from dataclasses import dataclass
@@ -22,7 +24,6 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .errors import BrushworkError
-from .fastconv import image_edges
 from .process import own_mapping
 
 #: A stage: a tile of its input (Nx C x h x w) to its output at ``scale`` times the resolution.
@@ -54,6 +55,34 @@ def tiles(height: int, width: int, size: int, halo: int, multiple: int = 1) -> l
             result.append(Tile(top, bottom, left, right, max(0, top - halo), min(height, bottom + halo),
                                max(0, left - halo), min(width, right + halo)))
     return result
+
+
+#: Which sides (top, bottom, left, right) of the maps being computed are the image's own borders.
+_IMAGE_EDGES: contextvars.ContextVar[tuple[bool, bool, bool, bool]] = contextvars.ContextVar(
+    "image_edges", default=(True, True, True, True))
+
+
+@contextlib.contextmanager
+def image_edges(top: bool, bottom: bool, left: bool, right: bool) -> Iterator[None]:
+    """Within this block (one tile of :func:`map_tiles`) only the given sides of the maps are the image's
+    borders: the others lie inside the image, in the margin that is thrown away, so code that makes borders exact
+    (:func:`brushwork.engine.fastconv.exact_borders`) may leave them."""
+    token = _IMAGE_EDGES.set((top, bottom, left, right))
+    try:
+        yield
+    finally:
+        _IMAGE_EDGES.reset(token)
+
+
+def current_image_edges() -> tuple[bool, bool, bool, bool]:
+    """Which sides (top, bottom, left, right) of the maps being computed are the image's borders
+    (:func:`image_edges`; all of them outside tiles)."""
+    return _IMAGE_EDGES.get()
+
+
+def whole_map() -> bool:
+    """Whether every side of the maps being computed is the image's border (no tile cut them)."""
+    return all(_IMAGE_EDGES.get())
 
 
 def _spans(length: int, size: int) -> Iterator[tuple[int, int]]:

@@ -91,17 +91,9 @@ class AdaIN(nn.Module):
         self.encoder = encoder
         self.decoder = decoder if decoder is not None else AdaINDecoder(encoder.architecture)
         self.encoder_name = encoder_name
-        #: Layout of the tensors given to the convolutions (channels-last after :meth:`fast`).
-        self.memory_format = torch.contiguous_format
-
-    def fast(self) -> "AdaIN":
-        """Turn on the fast inference path in place (channels-last layout for oneDNN / tensor cores)."""
-        self.to(memory_format=torch.channels_last)
-        self.memory_format = torch.channels_last
-        return self
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encoder(image.contiguous(memory_format=self.memory_format))[ENCODER_LAYER]
+        return self.encoder(image)[ENCODER_LAYER]
 
     def encode_style(self, style: torch.Tensor, tile: int | None = None) -> StyleStatistics:
         """relu4_1 means and standard deviations of Nx3xHxW style images (``tile``: encode in tiles)."""
@@ -112,7 +104,7 @@ class AdaIN(nn.Module):
                          multiple=SIZE_MULTIPLE, progress=progress)
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:
-        return self.decoder(features.contiguous(memory_format=self.memory_format))
+        return self.decoder(features)
 
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """The reference computation: decode(AdaIN(f(content), f(style))), for sizes that are multiples of 8."""

@@ -103,17 +103,10 @@ class Johnson(nn.Module):
         self.network = network if network is not None else TransformNet()
         #: The style image the network was trained on (its file name), for messages and the web page.
         self.style_name = style_name
-        self.memory_format = torch.contiguous_format
-
-    def fast(self) -> "Johnson":
-        """The fast inference path: the plain layout. Channels-last, which speeds up MicroAST and AdaIN, makes
-        this network slower on the CPU (0.83x at 512 px, 0.91x at 1024 px, measured with ``brushwork bench``):
-        its fifteen instance normalisations are slow in that layout."""
-        return self
 
     def forward(self, content: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         """The network on Nx3xHxW content (sizes multiples of 4); ``style`` is ignored (the network is one)."""
-        return self.network(content.contiguous(memory_format=self.memory_format))
+        return self.network(content)
 
     def stylize(self, content: torch.Tensor, styles: Sequence | None = None, style_weights=None,
                 alpha: float = 1.0, **_) -> torch.Tensor:

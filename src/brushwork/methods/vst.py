@@ -233,20 +233,18 @@ class VariationalStyleTransfer(nn.Module):
         self.encoder = encoder
         self.network = network if network is not None else VSTNetwork(encoder.architecture)
         self.encoder_name = encoder_name
-        self.memory_format = torch.contiguous_format
 
     @property
     def latent_dim(self) -> int:
         return self.network.latent_dim
 
-    # The same VGG encoder as AdaIN's, with the same fast path (channels-last) and content code (relu4_1).
-    fast = AdaIN.fast
+    # The same VGG encoder as AdaIN's, with the same content code (relu4_1).
     encode = AdaIN.encode
 
     def encode_style(self, style: torch.Tensor, tile: int | None = None) -> StyleCode:
         """The Gaussian of Nx3xHxW style images' codes (``tile`` is accepted for the interface; styles are
         encoded whole, as their statistics are over the whole image)."""
-        return StyleCode(*self.network.style_encoder(self.encoder(style.contiguous(memory_format=self.memory_format))))
+        return StyleCode(*self.network.style_encoder(self.encoder(style)))
 
     def noise(self, count: int, seed: int, device=None) -> torch.Tensor:
         """``count`` draws from N(0, I) in the latent space, the same for the same seed on every machine."""
@@ -284,7 +282,7 @@ class VariationalStyleTransfer(nn.Module):
         own = mean_std(features)
 
         def paint(piece: torch.Tensor) -> torch.Tensor:
-            return self.network.paint(piece.contiguous(memory_format=self.memory_format), z, alpha, own)
+            return self.network.paint(piece, z, alpha, own)
 
         output = map_tiles(paint, features, scale=SIZE_MULTIPLE,
                            tile=None if tile is None else max(1, tile // SIZE_MULTIPLE), halo=DECODER_HALO,

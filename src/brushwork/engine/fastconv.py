@@ -24,38 +24,16 @@ Five ideas, all measured on the CPU (docs/BENCHMARKS.md):
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 from fractions import Fraction
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ..tiling import current_image_edges
+
 Op = Callable[[torch.Tensor], torch.Tensor]
-
-#: Which sides (top, bottom, left, right) of the maps being computed are the image's own borders.
-_IMAGE_EDGES: contextvars.ContextVar[tuple[bool, bool, bool, bool]] = contextvars.ContextVar(
-    "image_edges", default=(True, True, True, True))
-
-
-@contextlib.contextmanager
-def image_edges(top: bool, bottom: bool, left: bool, right: bool) -> Iterator[None]:
-    """Within this block, :func:`exact_borders` fixes only the given sides: a tile's other sides lie inside
-    the image, in the margin that tiled inference throws away (:mod:`brushwork.tiling` says which are which)."""
-    token = _IMAGE_EDGES.set((top, bottom, left, right))
-    try:
-        yield
-    finally:
-        _IMAGE_EDGES.reset(token)
-
-
-def whole_map() -> bool:
-    """Whether every side of the maps being computed is the image's border (no tile cut them, see
-    :func:`image_edges`)."""
-    return all(_IMAGE_EDGES.get())
-
 
 def _fused_relu_available(x: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
@@ -113,7 +91,7 @@ def exact_borders(out: torch.Tensor, x: torch.Tensor, exact: Op, *, wrong: int, 
     left_cut = (width - rows) // multiple * multiple
     top, bottom = (..., slice(None, band), slice(None)), (..., slice(-band, None), slice(None))
     left, right = (..., slice(None), slice(None, band)), (..., slice(None), slice(-band, None))
-    fix_top, fix_bottom, fix_left, fix_right = _IMAGE_EDGES.get()
+    fix_top, fix_bottom, fix_left, fix_right = current_image_edges()
     # opposite sides as one batch of two strips of the same size (half the calls), where both are fixed
     for fix_first, fix_second, first, second, cut, size in (
             (fix_top, fix_bottom, top, bottom, top_cut, height), (fix_left, fix_right, left, right, left_cut, width)):
