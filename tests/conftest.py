@@ -113,6 +113,16 @@ def reference_pair(reference) -> tuple[Path, Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def awkward_pair(reference_pair) -> tuple[torch.Tensor, torch.Tensor]:
+    """A real photo at an awkward size (not a multiple of 4 or 8) and a real painting, as tensors."""
+    from brushwork.images import to_tensor
+
+    content, _, style = reference_pair
+    return (to_tensor(Image.open(content).convert("RGB").resize((413, 298))),
+            to_tensor(Image.open(style).convert("RGB").resize((230, 190))))
+
+
+@pytest.fixture(scope="session")
 def official_model():
     from brushwork import weights
     from brushwork.methods import microast

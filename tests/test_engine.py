@@ -44,14 +44,6 @@ def tuned_model(weights_dir):
     return microast.load(weights.resolve("microast-cv-coco-wikiart", weights_dir))
 
 
-@pytest.fixture(scope="module")
-def pair(reference_pair):
-    """A real photo at an awkward size (not a multiple of 4 or 8) and a real painting."""
-    content, _, style = reference_pair
-    return (to_tensor(Image.open(content).convert("RGB").resize((413, 298))),
-            to_tensor(Image.open(style).convert("RGB").resize((230, 190))))
-
-
 # ------------------------------------------------------------------------------------------ the engine's parts
 
 
@@ -322,7 +314,7 @@ def test_the_engine_reproduces_every_official_reference_case(reference, official
 
 
 def eval_pair(content_index: int | str, style_name: str) -> tuple[Path, Path]:
-    """An evaluation pair: the shared images by index and name, or (``"sailboat"``) the repository's."""
+    """An evaluation awkward_pair: the shared images by index and name, or (``"sailboat"``) the repository's."""
     if content_index == "sailboat":
         folder = FIXTURES / "reference" / "microast"
         return folder / "content_sailboat.webp", folder / style_name
@@ -333,7 +325,7 @@ def eval_pair(content_index: int | str, style_name: str) -> tuple[Path, Path]:
 
 
 def fast_against_plain(plain, fast, content_index: int | str, style_name: str) -> tuple[float, float]:
-    """PSNR of ``fast`` to ``plain`` on an evaluation pair at 514x386 (not a multiple of 4): whole, in tiles."""
+    """PSNR of ``fast`` to ``plain`` on an evaluation awkward_pair at 514x386 (not a multiple of 4): whole, in tiles."""
     content_path, style_path = eval_pair(content_index, style_name)
     content = to_tensor(Image.open(content_path).convert("RGB").resize((514, 386)))
     style = to_tensor(Image.open(style_path).convert("RGB").resize((256, 256)))
@@ -372,11 +364,11 @@ def test_the_cuda_paths_float16_stays_far_within_45_db_on_real_pairs(weights_dir
 
 
 @pytest.mark.parametrize("name", [*SHIPPED, "adain-vgg16-hed"])
-def test_every_shipped_models_engine_stays_within_45_db_of_plain_fp32(weights_dir, pair, name):
+def test_every_shipped_models_engine_stays_within_45_db_of_plain_fp32(weights_dir, awkward_pair, name):
     plain = load_model(name, weights_dir=weights_dir, device="cpu", fast=False)
     fast = load_model(name, weights_dir=weights_dir, device="cpu")
     assert fast is not plain
-    content, style = pair
+    content, style = awkward_pair
     with torch.inference_mode():
         reference = plain.stylize(content, [plain.encode_style(style)])
         assert psnr(fast.stylize(content, [fast.encode_style(style)]), reference) >= 45

@@ -22,14 +22,6 @@ from brushwork.tiling import map_tiles, memory_budget, parse_memory, tile_for_bu
 
 
 
-@pytest.fixture(scope="module")
-def pair(reference_pair):
-    """A real photo at an awkward size (not a multiple of 4 or 8) and a real painting."""
-    content, _, style = reference_pair
-    return (to_tensor(Image.open(content).convert("RGB").resize((413, 298))),
-            to_tensor(Image.open(style).convert("RGB").resize((230, 190))))
-
-
 @pytest.mark.parametrize("height, width, size, halo, multiple", [(298, 413, 128, 24, 4), (75, 104, 32, 2, 1),
                                                                   (40, 40, 64, 6, 1), (300, 130, 96, 40, 8)])
 def test_tile_interiors_cover_the_map_once_and_cuts_stay_inside(height, width, size, halo, multiple):
@@ -54,8 +46,8 @@ def test_map_tiles_of_a_convolution_equals_the_whole_map():
         assert not torch.allclose(too_small_halo, layer(source), atol=1e-3)  # the margin is what makes it exact
 
 
-def test_microast_in_tiles_equals_the_whole_image(official_model, pair):
-    content, style = pair
+def test_microast_in_tiles_equals_the_whole_image(official_model, awkward_pair):
+    content, style = awkward_pair
     with torch.inference_mode():
         signals = official_model.encode_style(style)
         whole = official_model.decode(content, signals)
@@ -73,9 +65,9 @@ def test_microast_in_tiles_equals_the_whole_image(official_model, pair):
         assert psnr(official_model.stylize(content, [signals], alpha=0.5, tile=96), mixed) > 55
 
 
-def test_per_tile_statistics_would_show_seams(official_model, pair):
+def test_per_tile_statistics_would_show_seams(official_model, awkward_pair):
     """Why the whole image's statistics matter: normalising each tile by its own gives a different picture."""
-    content, style = pair
+    content, style = awkward_pair
     with torch.inference_mode():
         signals = official_model.encode_style(style)
         whole = official_model.decode(content, signals)
@@ -84,9 +76,9 @@ def test_per_tile_statistics_would_show_seams(official_model, pair):
         assert psnr(per_tile, whole) < 35
 
 
-def test_adain_in_tiles_equals_the_whole_image(weights_dir, pair):
+def test_adain_in_tiles_equals_the_whole_image(weights_dir, awkward_pair):
     model = load_model("adain-vgg16-hed", weights_dir=weights_dir, device="cpu", fast=False)
-    content, style = pair
+    content, style = awkward_pair
     mask = torch.zeros(1, 1, *content.shape[-2:])
     mask[..., :, :200] = 1
     with torch.inference_mode():
@@ -144,8 +136,8 @@ def test_the_automatic_budget_follows_the_device(monkeypatch, weights_dir):
     assert microast.MicroAST.tile_for(8640, 15360, budget) is not None
 
 
-def test_stylizer_tiles_within_a_small_budget_with_the_same_result(weights_dir, pair):
-    content, style = pair
+def test_stylizer_tiles_within_a_small_budget_with_the_same_result(weights_dir, awkward_pair):
+    content, style = awkward_pair
     image, painting = as_image(content).resize((800, 580)), as_image(style)
     content = to_tensor(image)
     whole = stylize(image, painting, weights_dir=weights_dir, device="cpu", max_memory=None)
@@ -155,8 +147,8 @@ def test_stylizer_tiles_within_a_small_budget_with_the_same_result(weights_dir, 
     assert psnr(to_tensor(tiled), to_tensor(whole)) > 50
 
 
-def test_cli_max_memory_and_exact(weights_dir, tmp_path, pair):
-    content, style = pair
+def test_cli_max_memory_and_exact(weights_dir, tmp_path, awkward_pair):
+    content, style = awkward_pair
     as_image(content).resize((800, 580)).save(tmp_path / "photo.png")
     as_image(style).save(tmp_path / "painting.png")
     outputs = {}

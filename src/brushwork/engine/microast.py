@@ -21,7 +21,7 @@ bfloat16 too: their rounding averages out in the style signals (global means); t
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ from torch import nn
 from ..devices import native_low_precision
 from ..functional import EPS, adaptive_instance_norm, mean_std
 from ..methods.microast import (SECOND_HALF_HALO, SIZE_MULTIPLE, MicroAST, MicroDecoder, MicroEncoder,
-                                Modulator, StyleSignals, encode_levels, mixed_signals, pad_to, paint_in_tiles)
+                                Modulator, StyleSignals, encode_levels, pad_to, paint_in_tiles)
 from .fastconv import RING, inside, mean_from_window_sums, reflect_conv, refresh_ring, ring_conv, window_sums
 from .layers import FastConv, FastSequence, copy_of
 from .phase_head import PhaseHead
@@ -235,13 +235,7 @@ class FastMicroAST(nn.Module):
     decode_steps = staticmethod(MicroAST.decode_steps)
     tile_for = staticmethod(MicroAST.tile_for)
 
-    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        return self.decode(content, self.encode_style(style))
-
-    def stylize(self, content: torch.Tensor, styles: Sequence[StyleSignals],
-                style_weights: Sequence[float] | None = None, alpha: float = 1.0, tile: int | None = None,
-                progress: Callable[[int], None] | None = None) -> torch.Tensor:
-        """As :meth:`MicroAST.stylize <brushwork.methods.microast.MicroAST.stylize>`."""
-        signals = mixed_signals(styles, style_weights, alpha, lambda: self.encode_style(content, tile))
-        return self.decode(content, signals, tile, progress)
+    # the network's, on the engine's encode_style and decode
+    forward = MicroAST.forward
+    stylize = MicroAST.stylize
 
