@@ -476,12 +476,15 @@ def export_command(model, output, style, style_size, check_size, opset, weights_
 @click.option("--max-contents", type=click.IntRange(min=1), default=None, help="Use the first N contents.")
 @click.option("--max-styles", type=click.IntRange(min=1), default=None, help="Use the first N styles.")
 @click.option("--save-images", is_flag=True, help="Also write every output under OUTPUT/images/<model>/.")
+@click.option("--faces", is_flag=True,
+              help="Portraits: also measure the eyes-and-mouth SSIM and whether the face is still found "
+                   "(scikit-image's face detector).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--steps", "gatys_steps", type=click.IntRange(min=1), default=None,
               help="Steps of the gatys model [default: gatys's 300].")
 @_weights_dir_option
 def eval_command(content_dir, style_dir, output, models, loss_net, content_size, style_size, max_contents,
-                 max_styles, save_images, device, gatys_steps, weights_dir):
+                 max_styles, save_images, faces, device, gatys_steps, weights_dir):
     """Stylise every CONTENT_DIR x STYLE_DIR pair with each model and measure the results.
 
     Metrics: SSIM (grayscale) and content loss (relu4_1) and perceptual distance to the content; style loss
@@ -490,7 +493,7 @@ def eval_command(content_dir, style_dir, output, models, loss_net, content_size,
     evaluation = evaluate(content_dir, style_dir, list(models) or [registry.DEFAULT_MODEL], loss_net=loss_net,
                           content_size=content_size, style_size=style_size, max_contents=max_contents,
                           max_styles=max_styles, save_dir=output / "images" if save_images else None,
-                          device=device, weights_dir=list(weights_dir),
+                          device=device, weights_dir=list(weights_dir), faces=faces,
                           gatys_options={"steps": gatys_steps} if gatys_steps else None)
     paths = write_report(evaluation, output)
     click.echo(summary_table(summarize(evaluation.records)))

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .api import Stylizer, load_model
 from .errors import BrushworkError
+from .faces import FACE_METRICS, face_measures, find_faces
 from .images import list_images, load_image, resize, save_image, to_image, to_tensor
 from .metrics import Metrics
 
@@ -37,6 +38,9 @@ METRICS = {
     "seconds": False,
 }
 
+#: Every column an evaluation may have: the face measures come with ``faces=True``.
+ALL_METRICS = {**METRICS, **FACE_METRICS}
+
 
 @dataclass
 class Evaluation:
@@ -52,13 +56,14 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
              loss_net: str = "vgg16-hed", content_size: int = 512, style_size: int = 512,
              max_contents: int | None = None, max_styles: int | None = None, sample_pairs: int = 6,
              save_dir: str | Path | None = None, device: str = "auto", weights_dir=None,
-             progress: bool = True, gatys_options: dict | None = None) -> Evaluation:
+             progress: bool = True, gatys_options: dict | None = None, faces: bool = False) -> Evaluation:
     """Stylise every content with every style (the first ``max_*`` files by name) with each model.
 
     Inputs are resized so that their shorter side is ``content_size`` / ``style_size`` pixels. A per-style model
     (johnson) is measured on the pairs of its own style image only (matched by file name). With
     ``save_dir`` every output is also written there as ``<model>/<content>__<style>.jpg``. ``gatys_options``
-    set the optimisation of the ``gatys`` model (``steps``, ...).
+    set the optimisation of the ``gatys`` model (``steps``, ...). With ``faces`` the records also hold the face
+    measures of :mod:`brushwork.faces` (portraits: the eyes and mouth kept, the face still found).
     """
     contents = _images_in(content_dir, "content")[:max_contents]
     styles = _images_in(style_dir, "style")[:max_styles]
@@ -75,6 +80,7 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
     shown = {pairs[round(i * (len(pairs) - 1) / max(1, count - 1))] for i in range(count)}  # spread evenly
     result = Evaluation(settings=dict(loss_net=loss_net, content_size=content_size, style_size=style_size,
                                       contents=len(contents), styles=len(styles), models=list(models),
+                                      faces=faces,
                                       **({"gatys": gatys_options} if gatys_options and "gatys" in models else {})))
     style_cache: dict[Path, tuple] = {}
     def paints(name: str, style_path: Path) -> bool:
@@ -91,6 +97,7 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
             content_image = resize(load_image(content_path), content_size)
             content = to_tensor(content_image)
             content_features = scorer.features(content)
+            content_faces = find_faces(content_image) if faces else None
             for style_path in styles:
                 if style_path not in style_cache:
                     style = to_tensor(resize(load_image(style_path), style_size))
@@ -110,6 +117,8 @@ def evaluate(content_dir: str | Path, style_dir: str | Path, models: Sequence[st
                     output = to_tensor(output_image)
                     measured = scorer.measure(content, style, output, content_features=content_features,
                                               style_features=style_features)
+                    if faces:
+                        measured.update(face_measures(output_image, content_image, content_faces))
                     result.records.append({"model": name, "content": pair[0], "style": pair[1],
                                            "width": output_image.width, "height": output_image.height,
                                            **measured, "seconds": seconds})
@@ -130,7 +139,7 @@ def summarize(records: Iterable[dict]) -> list[dict]:
     summary = []
     for model, rows in by_model.items():
         entry = {"model": model, "pairs": len(rows), "loss_net": rows[0]["loss_net"]}
-        for metric in METRICS:
+        for metric in _metrics_of(rows):
             values = [row[metric] for row in rows if not math.isnan(row[metric])]  # nan: too small to measure
             entry[f"{metric}_mean"] = statistics.fmean(values) if values else math.nan
             entry[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -138,13 +147,20 @@ def summarize(records: Iterable[dict]) -> list[dict]:
     return summary
 
 
+def _metrics_of(rows: list[dict]) -> list[str]:
+    """The measured columns these records have, in table order."""
+    return [metric for metric in ALL_METRICS if metric in rows[0]]
+
+
 def summary_table(summary: list[dict]) -> str:
     """The summary as a markdown table: mean ± standard deviation, arrows saying which way is better."""
-    header = ["model", "pairs"] + [f"{name.replace('_', ' ')} {'↑' if up else '↓'}" for name, up in METRICS.items()]
+    metrics = [m for m in ALL_METRICS if summary and f"{m}_mean" in summary[0]]
+    arrows = {True: "↑", False: "↓"}
+    header = ["model", "pairs"] + [f"{name.replace('_', ' ')} {arrows[ALL_METRICS[name]]}" for name in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in summary:
         cells = [entry["model"], str(entry["pairs"])]
-        cells += [f"{_number(entry[f'{m}_mean'])} ± {_number(entry[f'{m}_std'])}" for m in METRICS]
+        cells += [f"{_number(entry[f'{m}_mean'])} ± {_number(entry[f'{m}_std'])}" for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
