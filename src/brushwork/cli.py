@@ -52,6 +52,25 @@ class _Number(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+class _ByteCount(click.ParamType):
+    """A number of bytes, written like 500MB, 2GB or 1.5GiB (as pydantic's ByteSize reads it)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        from pydantic import ByteSize, TypeAdapter, ValidationError
+
+        try:
+            count = int(TypeAdapter(ByteSize).validate_python(value))
+        except ValidationError:
+            count = 0
+        if count < 1:
+            self.fail(f"{value!r} is not a size like 500MB, 2GB or 1.5GiB.", param, ctx)
+        return count
+
+
 #: A side longer than MAX_PIXELS makes an image of more pixels than that whatever its other side; a bound here
 #: also keeps the arithmetic of a 400-digit size from overflowing before the real check.
 _SIZE = click.IntRange(1, MAX_PIXELS)
@@ -628,6 +647,12 @@ def train_command(method, config, resume, weights_dir, **settings):
               help="Largest uploaded image, in pixels (read from its header, before decoding).")
 @click.option("--concurrent-decodes", type=click.IntRange(min=1), default=2, show_default=True,
               help="Uploads decoded at once; more wait their turn.")
+@click.option("--storage-quota", type=_ByteCount(), default="10GB", show_default=True,
+              help="Most bytes of images kept in --data (500MB, 2GB, 1.5GiB); a request that would store more gets "
+                   "507.")
+@click.option("--unused-upload-hours", type=_Number(0, 100 * 365 * 24), default=24, show_default=True,
+              help="An uploaded image that no result uses (and that is not a study artwork) is deleted this many "
+                   "hours after its upload.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Stylisations at once (more help with a GPU or many cores).")
 @click.option("--queue-size", type=click.IntRange(min=0), default=16, show_default=True,
@@ -637,8 +662,8 @@ def train_command(method, config, resume, weights_dir, **settings):
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME[:PORT]",
               help="A host name clients reach the server by, with or without a port (repeatable); requests for "
                    "any other get 400. [default: the --host address, localhost and 127.0.0.1, with --port]")
-def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixels, concurrent_decodes, workers,
-          queue_size, device, weights_dir, allowed_hosts):
+def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixels, concurrent_decodes,
+          storage_quota, unused_upload_hours, workers, queue_size, device, weights_dir, allowed_hosts):
     """Serve the web app (stylise, gallery, study, about) and its REST API (described at /docs)."""
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
@@ -649,7 +674,8 @@ def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixel
     allowed_hosts = list(allowed_hosts) or default_allowed_hosts(host, port)
     settings = Settings(data_dir=data_dir, database_url=database, weights_dirs=list(weights_dir), device=device,
                         max_upload_mb=max_upload_mb, body_timeout=body_timeout, max_pixels=max_pixels,
-                        concurrent_decodes=concurrent_decodes, workers=workers, queue_size=queue_size,
+                        concurrent_decodes=concurrent_decodes, storage_quota=storage_quota,
+                        unused_upload_grace=unused_upload_hours * 3600, workers=workers, queue_size=queue_size,
                         allowed_hosts=allowed_hosts)
     try:
         app = create_app(settings)

@@ -23,6 +23,10 @@ class QueueFull(Exception):
     """Every worker is busy and the queue is full: the client should come back later."""
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its stylisation started: the job was dropped, unpainted."""
+
+
 class ModelUnavailable(Exception):
     """A model's weights are not on this machine, or unusable. The message names the model, never a file."""
 
@@ -54,6 +58,7 @@ class InferenceQueue:
         self.device = device
         self.weights_dirs = [str(d) for d in weights_dirs]
         self.pending = 0  # admitted: decoding, waiting or running; changed on the event loop only
+        self.dropped = 0  # jobs dropped because their client had gone; changed on the event loop only
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stylize")
         # load_model caches each model; the lock keeps two first requests from loading it twice.
         self._loading = threading.Lock()
@@ -69,6 +74,12 @@ class InferenceQueue:
 
     def _release(self) -> None:
         self.pending -= 1
+
+    def _start(self, job: Job, client_gone: threading.Event) -> tuple[Image.Image, float]:
+        """A worker takes ``job``: it paints it unless its client has gone meanwhile (it may have waited long)."""
+        if client_gone.is_set():
+            raise ClientGone("the client closed its connection before its stylisation started; nothing was painted")
+        return self._stylize(job)
 
     def _stylize(self, job: Job) -> tuple[Image.Image, float]:
         start = time.perf_counter()
@@ -113,13 +124,21 @@ class Admission:
         self.queue = queue
         self.loop = loop
         self.submitted = False
+        #: Set when the request's client has closed its connection: a job not started yet is then dropped.
+        self.client_gone = threading.Event()
 
     async def run(self, job: Job) -> tuple[Image.Image, float]:
-        """The stylised image and the seconds it took (waiting not counted)."""
+        """The stylised image and the seconds it took (waiting not counted); ClientGone when ``client_gone`` was
+        set before a worker took the job."""
         self.submitted = True
-        future = self.queue._executor.submit(self.queue._stylize, job)
+        future = self.queue._executor.submit(self.queue._start, job, self.client_gone)
         future.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self.queue._release))
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except ClientGone:
+            self.queue.dropped += 1
+            log.info("dropped a stylisation of %s: its client closed the connection before it started", job.model)
+            raise
 
     def __enter__(self) -> Admission:
         return self

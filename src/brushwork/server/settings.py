@@ -32,6 +32,11 @@ class Settings:
     concurrent_decodes: int = 2
     #: Shorter side of an output, in pixels: the largest a client may ask for.
     max_size: int = 2048
+    #: Most bytes of image files kept in ``data_dir`` (None: as many as the disk holds); a request that would store
+    #: more gets 507. Deleting results makes room.
+    storage_quota: int | None = 10 * 10**9
+    #: Seconds an uploaded image that no result uses (and that is not an artwork of the study) is kept.
+    unused_upload_grace: float = 24 * 3600.0
     #: Stylisations running at once; more only help with a GPU or many cores.
     workers: int = 1
     #: Requests that may wait for a worker; beyond that the server answers 503 at once.
