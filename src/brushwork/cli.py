@@ -683,8 +683,9 @@ def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixel
         raise BrushworkError(f"cannot open the data folder or database: {error}") from None
     click.echo(f"brushwork: serving http://{host}:{port}/ (data in {data_dir}; answering to "
                f"{', '.join(allowed_hosts)})")
-    # An idle keep-alive connection is closed after 5 s; a body slower than --body-timeout gets 408.
-    uvicorn.run(app, host=host, port=port, timeout_keep_alive=5)
+    # An idle keep-alive connection is closed after 5 s; a body slower than --body-timeout gets 408. A WebSocket
+    # message (a webcam frame) is held whole before the app sees it: none may be much larger than a frame may be.
+    uvicorn.run(app, host=host, port=port, timeout_keep_alive=5, ws_max_size=2 * settings.live_max_frame_bytes)
 
 
 @cli.group()

@@ -366,6 +366,17 @@ class StyleSignals:
         return StyleSignals(**mixed)
 
 
+@dataclass(frozen=True)
+class EncodedContent:
+    """A content image as :meth:`MicroAST.encode_content` keeps it: the content encoder's features (the ringed
+    deep map on the fast path, else both levels), its own style signals, and its size before padding."""
+
+    features: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+    signals: StyleSignals
+    height: int
+    width: int
+
+
 # Decoder heads: everything after the two modulated residual blocks. The variant is told by the state dict.
 
 def _upsampling_stages(mode: str) -> list[nn.Module]:
@@ -886,12 +897,40 @@ class MicroAST(nn.Module):
         ``alpha`` in [0, 1] moves from the content's own signals (0) to the styles' (1); ``tile`` and
         ``progress`` as in :meth:`decode`.
         """
+        signals = self._mixed_signals(styles, style_weights, alpha, lambda: self.encode_style(content, tile))
+        return self.decode(content, signals, tile, progress)
+
+    def encode_content(self, content: torch.Tensor) -> EncodedContent:
+        """What painting one 1x3xHxW content image takes whatever the style: its features, and its own signals
+        (for ``alpha < 1``). Computed once, they let :meth:`stylize_encoded` paint it again and again with other
+        styles and alphas (a live preview) at the cost of the decoder alone. Untiled."""
+        padded = pad_to(content, SIZE_MULTIPLE)
+        if self.content_encoder.ringed:
+            features = self.content_encoder.rings(padded)[1]
+        else:
+            features = tuple(self._layout(level) for level in self.content_encoder(padded))
+        return EncodedContent(features, self.encode_style(content), *content.shape[-2:])
+
+    def stylize_encoded(self, content: EncodedContent, styles: Sequence[StyleSignals],
+                        style_weights: Sequence[float] | None = None, alpha: float = 1.0) -> torch.Tensor:
+        """:meth:`stylize` of a content image encoded by :meth:`encode_content`: the same output."""
+        signals = self._mixed_signals(styles, style_weights, alpha, lambda: content.signals)
+        if self.content_encoder.ringed:
+            output = self.decoder.ring_forward(content.features, signals)
+        else:
+            output = self.decoder(content.features, signals)
+        return output[..., :content.height, :content.width]
+
+    @staticmethod
+    def _mixed_signals(styles: Sequence[StyleSignals], style_weights: Sequence[float] | None, alpha: float,
+                       own: Callable[[], StyleSignals]) -> StyleSignals:
+        """The styles' signals mixed by their weights, then moved towards the content's ``own`` by ``1 - alpha``."""
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
         signals = StyleSignals.blend(list(styles), normalize_weights(style_weights, len(styles)))
         if alpha < 1.0:
-            signals = StyleSignals.blend([self.encode_style(content, tile), signals], [1.0 - alpha, alpha])
-        return self.decode(content, signals, tile, progress)
+            signals = StyleSignals.blend([own(), signals], [1.0 - alpha, alpha])
+        return signals
 
     @staticmethod
     def tile_for(height: int, width: int, budget: int | None) -> int | None:

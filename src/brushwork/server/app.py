@@ -24,10 +24,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from .. import __version__
 from ..errors import BrushworkError
-from . import routes
+from . import live, routes
 from .db import connect
 from .inference import ClientGone, InferenceQueue, ModelUnavailable, QueueFull
 from .limits import RateLimit
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rng=random.Random(),
         limits=RateLimit(),
         decodes=asyncio.Semaphore(settings.concurrent_decodes),
+        previews=live.PreviewClients(settings.preview_clients, int(settings.preview_cache_mb * 2**20)),
     )
 
     @asynccontextmanager
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: every refusal above has the headers too.
     app.add_middleware(SecurityHeaders, policy=content_security_policy(api_page_html))
     app.include_router(routes.router)
+    app.include_router(live.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The API page's Swagger UI (version 5, which reads OpenAPI 3.1) from a package, not a CDN: it works on a
     # machine with no internet.
@@ -254,7 +257,7 @@ class HostAndOriginCheck:
     machine's address (DNS rebinding) reaches nothing, and no answer (a redirect, say) is built on a name the
     operator did not choose. A POST, PUT, PATCH or DELETE that a browser sends from another origin's page (its
     Origin header, or Sec-Fetch-Site, says so) gets 403: another site cannot change anything here through its
-    visitors' browsers. Clients that are not browsers (curl, scripts) send neither header and are served.
+    visitors' browsers; nor open a WebSocket to it. Clients that are not browsers (curl, scripts) send neither header and are served.
     """
 
     WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -264,16 +267,20 @@ class HostAndOriginCheck:
         self.allowed = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
         host = headers.get("host", "")
-        if not self.allowed_host(host, DEFAULT_PORTS.get(scope["scheme"])):
-            refusal = JSONResponse({"detail": f"this server does not answer to the host name {host[:100]!r}; its "
-                                              "operator can allow it with --allowed-host"}, status_code=400)
-        elif scope["method"] in self.WRITES and not same_origin(headers, host):
-            refusal = JSONResponse({"detail": "a change sent from another site's page is refused; use this "
-                                              "server's own page"}, status_code=403)
+        websocket = scope["type"] == "websocket"
+        if not self.allowed_host(host, DEFAULT_PORTS.get(scope["scheme"].replace("ws", "http"))):
+            reason = f"this server does not answer to the host name {host[:100]!r}; its operator can allow it with " \
+                     "--allowed-host"
+            refusal = WebSocketClose(1008, reason) if websocket else JSONResponse({"detail": reason}, status_code=400)
+        # Browsers let any page open a WebSocket to any server (no same-origin rule for them): one from another
+        # site's page would spend this server's workers on that site's visitors, so it is refused like a write.
+        elif (websocket or scope["method"] in self.WRITES) and not same_origin(headers, host):
+            reason = "a change sent from another site's page is refused; use this server's own page"
+            refusal = WebSocketClose(1008, reason) if websocket else JSONResponse({"detail": reason}, status_code=403)
         else:
             return await self.app(scope, receive, send)
         await refusal(scope, receive, send)

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path as FilePath
-from typing import Annotated, Iterator, Literal
+from typing import TYPE_CHECKING, Annotated, Iterator, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, Response, UploadFile
@@ -39,6 +39,9 @@ from .schemas import (ERRORS, STUDY_ERRORS, Answer, Health, ImageInfo, InputInfo
 from .settings import Settings
 from .storage import (DISK_FULL, MEDIA_TYPES, ImageStore, StorageFull, Upload, check_header, decode_upload, encode,
                       no_room)
+
+if TYPE_CHECKING:
+    from .live import PreviewClients
 
 IMAGE_PREFIX = "image:"
 #: Most style images mixed in one stylisation.
@@ -67,6 +70,9 @@ class Services:
     limits: RateLimit
     #: Bounds the uploads (and stored images) decoded at once: ``Settings.concurrent_decodes``.
     decodes: asyncio.Semaphore
+    #: The live studio's preview clients (:class:`brushwork.server.live.PreviewClients`), and webcams connected.
+    previews: "PreviewClients"
+    live_connections: int = 0
 
 
 def get_services(request: Request) -> Services:
@@ -184,6 +190,26 @@ def get_image(sha256: Sha256, services: ServicesDep, session: SessionDep) -> Fil
         raise HTTPException(404, f"no image {sha256}")
     return FileResponse(path, media_type=MEDIA_TYPES[image.extension],
                         headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+@router.get("/images/{sha256}/thumbnail", response_class=FileResponse, tags=["images"],
+            responses={200: {"content": {"image/jpeg": {}}}})
+async def get_thumbnail(sha256: Sha256, services: ServicesDep) -> FileResponse:
+    """A small JPEG of a stored image, for the gallery: made the first time it is asked for, then kept."""
+    def thumbnail() -> FilePath | None:
+        with services.sessions() as session:
+            image = session.get(StoredImage, sha256)
+            extension = image.extension if image else None
+        try:
+            return services.store.thumbnail(sha256, extension) if extension else None
+        except (FileNotFoundError, OSError):  # its file gone meanwhile, or unreadable
+            return None
+
+    async with services.decodes:
+        path = await run_in_threadpool(thumbnail)
+    if path is None:
+        raise HTTPException(404, f"no image {sha256}")
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
 Checked = tuple[bytes, str, str]  # an upload's bytes, name and format
@@ -454,6 +480,7 @@ def _input_info(ref: str) -> InputInfo:
 def result_info(result: Result) -> ResultInfo:
     return ResultInfo(
         id=result.id, ref=IMAGE_PREFIX + result.image_sha256, url=f"/api/images/{result.image_sha256}",
+        thumbnail_url=f"/api/images/{result.image_sha256}/thumbnail",
         download_name=f"brushwork-{result.id}-{result.model}.{result.image.extension}",
         width=result.image.width, height=result.image.height, content=_input_info(result.content),
         styles=[_input_info(ref) for ref in result.styles], model=result.model, method=result.method,

@@ -57,6 +57,7 @@ class ResultInfo(BaseModel):
     id: int
     ref: str = Field(description="The output as an input of another stylisation.")
     url: str
+    thumbnail_url: str = Field(description="A small JPEG of the output, for lists.")
     download_name: str
     width: int
     height: int

@@ -53,6 +53,20 @@ class Settings:
     study_requests_per_address: int = 120
     study_requests_per_participant: int = 20
 
+    #: The live studio (``/api/preview``, the webcam's ``/api/live``). Largest preview, shorter side in pixels.
+    preview_max_size: int = 768
+    #: Clients whose preview encodings (content features, style signals) are kept, and the most bytes of them
+    #: kept for one client: together they bound the memory of live previews.
+    preview_clients: int = 8
+    preview_cache_mb: float = 64.0
+    #: Webcam connections open at once; each holds one frame waiting and its model's style signals.
+    live_connections: int = 4
+    #: Largest webcam frame: bytes of its file, and its longer side in pixels.
+    live_max_frame_bytes: int = 1_000_000
+    live_max_side: int = 640
+    #: Frames a second one connection may send; a faster client is disconnected.
+    live_max_fps: float = 30.0
+
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{Path(self.data_dir).resolve() / 'brushwork.sqlite3'}"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import HTTPException
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
 from ..images import load_image
@@ -29,6 +29,8 @@ from ..images import load_image
 #: name), anything else is stored as a PNG of its decoded pixels. MPO is a JPEG with more pictures after the
 #: first (phones write it): browsers and stylisations use its first picture, the only one kept.
 FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "png", "TIFF": "png", "BMP": "png", "GIF": "png"}
+#: Longest side of a gallery thumbnail, in pixels (sharp on a high-density screen at the gallery's card size).
+THUMBNAIL_SIDE = 480
 #: Stored images of earlier versions may still be WebP.
 MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 #: How a write that finds no room fails: a full disk, a user's disk quota, a limit on the size of a file.
@@ -139,6 +141,34 @@ class ImageStore:
 
     def remove(self, sha256: str, extension: str) -> None:
         self.remove_file(self.path(sha256, extension))
+        self.thumbnail_path(sha256).unlink(missing_ok=True)
+
+    def thumbnail_path(self, sha256: str) -> Path:
+        """Where the thumbnail of a stored image is kept (outside the quota: a few kB each, one per image)."""
+        return self.root / "thumbnails" / sha256[:2] / f"{sha256}.jpg"
+
+    def thumbnail(self, sha256: str, extension: str) -> Path:
+        """The thumbnail of a stored image (a JPEG within THUMBNAIL_SIDE px), made the first time it is asked
+        for and kept; FileNotFoundError when the image is not in the store."""
+        path = self.thumbnail_path(sha256)
+        if path.is_file():
+            return path
+        with Image.open(self.path(sha256, extension)) as image:
+            image.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))  # a JPEG decodes at a fraction of its size
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+            data = encode(image, "jpg")
+        with self.lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=path.parent)
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    file.write(data)
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        return path
 
     def remove_file(self, path: Path) -> None:
         with self.lock:
