@@ -79,6 +79,25 @@ def test_mixing_styles(reference_pairs, official_model):
     assert distance(even, only_b) < distance(only_a, only_b)
 
 
+def test_an_encoded_content_paints_as_stylize_does(official_model):
+    """encode_content once, then any styles and alphas: the output of stylize, on the plain and the fast path."""
+    generator = torch.Generator().manual_seed(0)
+    content, style_a, style_b = (torch.rand(1, 3, 38, 53, generator=generator) for _ in range(3))
+    fast = microast.MicroAST().eval()
+    fast.load_state_dict(official_model.state_dict())
+    fast.fast(low_precision=None)
+    with torch.inference_mode():
+        for model in (official_model, fast):
+            encoded = model.encode_content(content)
+            styles = [model.encode_style(style_a), model.encode_style(style_b)]
+            for alpha, weights in ((1.0, None), (0.3, None), (0.6, [0.2, 0.8])):
+                chosen = styles if weights else styles[:1]
+                expected = model.stylize(content, chosen, weights, alpha)
+                painted = model.stylize_encoded(encoded, chosen, weights, alpha)
+                assert painted.shape == content.shape
+                assert torch.allclose(painted, expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("height, width", [(1, 1), (3, 10), (5, 7), (33, 65), (130, 97)])
 def test_output_has_exactly_the_input_size(official_model, height, width):
     content = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(height))

@@ -341,13 +341,13 @@ class Preview:
         device = getattr(model, "device", None) or next(model.parameters()).device
         with torch.inference_mode():
             def encode_content() -> tuple[torch.Tensor, object]:
-                tensor = to_tensor(as_image(content.load() if isinstance(content, Kept) else content)).to(device)
+                tensor = to_tensor(as_image(content.load())).to(device)
                 return tensor, model.encode_content(tensor) if hasattr(model, "encode_content") else None
 
             if isinstance(content, Kept):
                 tensor, encoded = self._get(("content", model, content.key), encode_content)
-            else:
-                tensor, encoded = encode_content()
+            else:  # painted once: encoding it for later (its own signals even at alpha 1) would be wasted
+                tensor, encoded = to_tensor(as_image(content)).to(device), None
             if not getattr(model, "needs_style", True):
                 if styles or color_mode == "histogram" or style_weights is not None:
                     raise BrushworkError(f"a {method_of(model)} model paints the style it was trained on: give no "

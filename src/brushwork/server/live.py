@@ -5,7 +5,6 @@ workers; nothing is stored (the page saves through ``POST /api/stylize``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import logging
@@ -99,12 +98,8 @@ class PreviewClients:
             self.clients.popitem(last=False)
         return client
 
-    @property
-    def bytes(self) -> int:
-        return sum(client.preview.bytes for client in list(self.clients.values()))
 
-
-def _check_model(services: Services, settings: PaintSettings, size: int) -> None:
+def _check_model(services: Services, settings: PaintSettings, size: int | None = None) -> None:
     if settings.model not in model_names():
         raise HTTPException(422, f"unknown model {settings.model!r}; models: {', '.join(model_names())}")
     if settings.model == "gatys":
@@ -121,7 +116,7 @@ def _check_model(services: Services, settings: PaintSettings, size: int) -> None
         raise HTTPException(422, f"style_weights: give one weight per style ({len(settings.styles)})")
     if settings.style_weights is not None and not sum(settings.style_weights) > 0:
         raise HTTPException(422, "style_weights: at least one weight above 0")
-    if size > services.settings.preview_max_size:
+    if size is not None and size > services.settings.preview_max_size:
         raise HTTPException(422, f"size {size} is more than this server paints live "
                                  f"({services.settings.preview_max_size} px); save the result for a larger one")
 
@@ -191,13 +186,13 @@ async def live(socket: WebSocket) -> None:
     faster than the frame-rate limit, close the connection with the reason."""
     services: Services = socket.app.state.services
     limits = services.settings
+    await socket.accept()  # then closed with a reason the browser can show (one refused before opening has none)
     if services.live_connections >= limits.live_connections:
         await socket.close(TRY_LATER, f"the server paints {limits.live_connections} webcams already; try again "
                                       "in a moment")
         return
     services.live_connections += 1
     try:
-        await socket.accept()
         await LiveConnection(socket, services).run()
     except WebSocketDisconnect:
         pass
@@ -226,8 +221,12 @@ class LiveConnection:
             await self.read()
         finally:
             painter.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+            try:
                 await painter
+            except (asyncio.CancelledError, WebSocketDisconnect):
+                pass
+            except Exception as error:  # a send to a connection that has closed meanwhile, say
+                log.info("the painter of a live connection stopped: %r", error)
             await run_in_threadpool(_unpin, self.services, self.pinned)
 
     async def read(self) -> None:
@@ -256,7 +255,7 @@ class LiveConnection:
     async def take_settings(self, text: str) -> None:
         try:
             settings = LiveSettings.model_validate_json(text[:10_000])
-            _check_model(self.services, settings, 16)
+            _check_model(self.services, settings)
             pinned: list[str] = []
             refs = await run_in_threadpool(_pin_refs, self.services, settings.styles, pinned)
         except ValidationError as error:
@@ -278,13 +277,13 @@ class LiveConnection:
             self.frame_ready.clear()
             frame, self.frame = self.frame, None
             try:
-                painted, seconds = await self.paint(frame)
+                painted = await self.paint(frame)
             except LiveError as error:
                 await self.tell(str(error))
                 continue
             await self.socket.send_bytes(painted)
 
-    async def paint(self, frame: bytes) -> tuple[bytes, float]:
+    async def paint(self, frame: bytes) -> bytes:
         services, settings = self.services, self.settings
         if settings is None:
             raise LiveError("send the settings (JSON text) before the first frame")
@@ -303,8 +302,7 @@ class LiveConnection:
         size = min(image.size)  # the styles at the frame's size, as a stylisation resizes them
         styles = [Kept((ref, size), _loader(ref, path, size)) for ref, path in self.refs]
 
-        def paint() -> tuple[bytes, float]:
-            start = time.perf_counter()
+        def paint() -> bytes:
             model = services.queue.model(settings.model)
             painted = self.preview.paint(model, image, styles, alpha=settings.alpha,
                                          style_weights=settings.style_weights,
@@ -312,7 +310,7 @@ class LiveConnection:
                                          else settings.preserve_color)
             if settings.smooth:
                 painted = self.smoothed(image, painted, settings.smooth)
-            return jpeg(painted), time.perf_counter() - start
+            return jpeg(painted)
 
         try:
             with services.queue.admit() as place:
