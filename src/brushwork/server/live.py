@@ -29,7 +29,7 @@ from ..video import temporal_blend
 from .inference import ClientGone, ModelUnavailable, QueueFull
 from .routes import (MAX_STYLES, Services, ServicesDep, _noticing_disconnect, _pin_refs, _ref_image, _unpin,
                      model_names)
-from .schemas import ERRORS
+from .schemas import ERRORS, Error
 from .storage import check_header
 
 log = logging.getLogger("brushwork.server")
@@ -128,7 +128,8 @@ def jpeg(image: Image.Image) -> bytes:
 
 
 @router.post("/preview", response_class=Response, tags=["stylise"],
-             responses={200: {"content": {"image/jpeg": {}}}, 409: {"description": "superseded"}})
+             responses={200: {"content": {"image/jpeg": {}}},
+                        409: {"model": Error, "description": "Superseded by a newer preview of the same client."}})
 async def preview(request: Request, body: PreviewRequest, services: ServicesDep) -> Response:
     """Paint a preview (JPEG, not stored) of a content in the given styles and settings, fast: the content's
     features and the styles' signals are kept for each client, so a change of alpha, mix or colour mode only
