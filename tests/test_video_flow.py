@@ -140,6 +140,29 @@ def test_warp_moves_by_the_motion_and_keep_contrast_restores_flattened_strokes()
     assert torch.allclose(keep_contrast(image, image), image, atol=1e-5)  # nothing to restore: unchanged
 
 
+def test_memory_does_not_grow_with_the_clip():
+    """The filter and the meter keep two earlier frames at most: what is held after 40 frames is what is held
+    after 10 (the flow's arrays are numpy's, which tracemalloc sees)."""
+    import tracemalloc
+
+    clip = synthetic_clip("handheld", "sample:astronaut", width=128, height=96, frames=40, noise=3.0)
+    meter, flow = WarpingMeter(gap=3), TemporalFilter("flow", 0.8)
+    previous, held = None, {}
+    tracemalloc.start()
+    try:
+        for index, frame in enumerate(tensors(clip)):
+            current = flow_frame(frame)
+            motion = estimate_motion(previous, current) if previous is not None else None
+            meter.add(current, flow(frame, frame, motion), motion)
+            previous = current
+            if index in (9, 39):
+                held[index] = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert meter.result().short_pairs == 39
+    assert held[39] < held[9] + 100_000  # keeping each frame's motion (128x96) would add 150 kB a frame
+
+
 # ------------------------------------------------------------------------------------------------ the filter
 
 

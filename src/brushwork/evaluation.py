@@ -349,17 +349,16 @@ def evaluate_video(clips: Sequence[VideoClip], style_dir: str | Path, *, model: 
                 style = to_tensor(resize(load_image(style_path), style_size))
                 painter = FramePainter(stylizer, style_path, [TemporalFilter(m, s) for m, s in settings], flow=True,
                                        flow_size=flow_size)
-                meters = [WarpingMeter(gap) for _ in settings]
-                known = [WarpingMeter(gap, clip.known_motion) for _ in settings] if clip.known_motion else []
+                meter = WarpingMeter(gap, outputs=len(settings))
+                known = WarpingMeter(gap, clip.known_motion, outputs=len(settings)) if clip.known_motion else None
                 middle, seconds = clip.length // 2, 0.0
                 for index, frame in enumerate(clip.frames()):
                     start = time.perf_counter()
                     painted = painter(frame)
                     seconds += time.perf_counter() - start
-                    for number, written in enumerate(painted.written):
-                        meters[number].add(painted.content, written, painted.motion)
-                        if known:
-                            known[number].add(painted.content, written)
+                    meter.add(painted.content, painted.written, painted.motion)
+                    if known is not None:
+                        known.add(painted.content, painted.written)
                     if index == middle:
                         content, outputs = painted.content.image, painted.written
                     bar.update()
@@ -368,14 +367,14 @@ def evaluate_video(clips: Sequence[VideoClip], style_dir: str | Path, *, model: 
                 for number, label in enumerate(labels):
                     measured = scorer.measure(content, style, outputs[number], content_features=content_features,
                                               style_features=style_features)
-                    errors = meters[number].result()
+                    errors = meter.result(number)
                     record = {"clip": clip.name, "style": style_path.name, "setting": label,
                               "temporal": settings[number][0], "strength": settings[number][1],
                               "frames": painter.frames, "width": content.shape[-1], "height": content.shape[-2],
                               **{column: getattr(errors, column) for column in WARPING_COLUMNS},
                               "cuts": errors.cuts}
-                    if known:
-                        truth = known[number].result()
+                    if known is not None:
+                        truth = known.result(number)
                         record.update({f"known_{column}": getattr(truth, column) for column in WARPING_COLUMNS})
                     record.update({"style_loss": measured["style_loss"], "ssim": measured["ssim"],
                                    "style_ratio": measured["style_ratio"],
@@ -489,7 +488,7 @@ def _plot_video(evaluation: VideoEvaluation, summary: list[dict], path: Path) ->
     import matplotlib.pyplot as plt
 
     clips, labels = evaluation.settings["clips"], evaluation.settings["settings"]
-    figure, (bars, lines) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
+    figure, (bars, lines) = plt.subplots(1, 2, figsize=(12, 5.5), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / len(labels)
     by_key = {(e["clip"], e["setting"]): e for e in summary}
     for number, label in enumerate(labels):
@@ -506,7 +505,7 @@ def _plot_video(evaluation: VideoEvaluation, summary: list[dict], path: Path) ->
     bars.set_xticks(range(len(clips)), clips)
     bars.set_ylabel("warping error (0-255, mean over styles)")
     bars.set_title("Flicker: output frame vs the previous one moved by the flow")
-    bars.legend(fontsize=7, ncol=2)
+    bars.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     bars.grid(axis="y", alpha=0.3)
     first = next(iter(evaluation.per_frame))[:2] if evaluation.per_frame else None
     for number, label in enumerate(labels):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,8 +30,10 @@ TEMPORAL_MODES = ("none", "blend", "flow")
 #: The default mode and strength, chosen by measurement (docs/BENCHMARKS.md, Flow-guided video).
 DEFAULT_TEMPORAL = "flow"
 DEFAULT_STRENGTH = 0.8
-#: The flow is estimated on frames scaled down so that their shorter side is at most this many pixels: at 720p
-#: this halves the warping error's distance to full-resolution flow at a fifth of its cost (measured).
+#: The flow is estimated on frames scaled down so that their shorter side is at most this many pixels. Measured
+#: on a 1280x720 hand-held clip (docs/BENCHMARKS.md, Flow-guided video): the flow filter's warping error is 2.84
+#: with flow at 360 px, 2.86 at 540 px and 2.95 at full size (the noise hurts more there), 3.09 at 180 px; the
+#: flow at 360 px costs a quarter of the full size's.
 FLOW_SIDE = 360
 #: Frames this many apart make the long-term warping error.
 LONG_TERM_GAP = 10
@@ -60,8 +62,8 @@ MAX_CONTRAST_GAIN = 2.0
 #: A pair of frames of which the flow can follow less than this share is a scene cut: the flow filter starts
 #: afresh, and the warping error skips the pair.
 CUT_SHARE = 0.3
-#: DIS's "medium" preset: at the flow's reduced resolution it costs a few milliseconds, and its flow is more
-#: accurate than "fast"'s under noise (measured).
+#: DIS's "medium" preset: at 360 px its flow is off by 0.10 px on the clip above, "fast"'s by 0.15 px (the flow
+#: filter's warping error 2.84 against 3.14), for a few tens of milliseconds a frame.
 DIS_PRESET = "medium"
 
 
@@ -269,41 +271,49 @@ def warping_error(earlier: torch.Tensor, later: torch.Tensor, motion: Motion) ->
 
 
 class WarpingMeter:
-    """Measures the warping errors of a clip as its frames come, keeping two earlier frames at most.
+    """Measures the warping errors of a clip's outputs (one or several, painted from the same input) as the frames
+    come, keeping two earlier frames at most.
 
     Short-term pairs are consecutive frames, measured with the motion the painting used (:func:`estimate_motion`
     unless ``known_motion`` gives it: a synthetic clip's exact motion, ``known_motion(earlier, later)`` by frame
     index). Long-term pairs are frames ``gap`` apart, starting afresh after each scene cut: frames 0 and gap, gap
-    and 2 gap, and so on, so that memory does not grow with ``gap``.
+    and 2 gap, and so on, so that memory does not grow with ``gap``. The input's own errors are measured once for
+    all ``outputs``.
     """
 
-    def __init__(self, gap: int = LONG_TERM_GAP, known_motion: Callable[[int, int], Motion] | None = None):
+    def __init__(self, gap: int = LONG_TERM_GAP, known_motion: Callable[[int, int], Motion] | None = None,
+                 outputs: int = 1):
         if gap < 1:
             raise BrushworkError(f"the long-term gap must be at least 1 frame, not {gap}")
-        self.gap, self.known_motion = gap, known_motion
+        self.gap, self.known_motion, self.outputs = gap, known_motion, outputs
         self.frames = self.cuts = 0
-        self._sums = {"short": [0.0, 0.0, 0], "long": [0.0, 0.0, 0]}  # output, input, pairs
-        self._per_frame: list[tuple[float, float]] = []
-        self._previous: tuple[int, FlowFrame, torch.Tensor] | None = None
-        self._anchor: tuple[int, FlowFrame, torch.Tensor] | None = None
+        # Per term: the sums of each output's errors, the input's, and the pairs measured.
+        self._sums = {term: [[0.0] * outputs, 0.0, 0] for term in ("short", "long")}
+        self._per_frame: list[tuple[list[float], float]] = []
+        self._previous: tuple | None = None  # (index, frame, outputs)
+        self._anchor: tuple | None = None
 
-    def add(self, frame: FlowFrame, output: torch.Tensor, motion: Motion | None = None) -> None:
-        """The next input frame, its 1x3xHxW output (uint8 as written, or float in [0, 1]), and the motion from the
-        previous input frame (measured here when not given)."""
+    def add(self, frame: FlowFrame, outputs: torch.Tensor | Sequence[torch.Tensor],
+            motion: Motion | None = None) -> None:
+        """The next input frame, its 1x3xHxW output(s) (as written: uint8, or float in [0, 1]), and the motion from
+        the previous input frame (estimated here when not given)."""
+        outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+        if len(outputs) != self.outputs:
+            raise BrushworkError(f"this meter measures {self.outputs} output(s) a frame, not {len(outputs)}")
         index = self.frames
         self.frames += 1
-        current = (index, frame, output)
-        pair = (math.nan, math.nan)
+        current = (index, frame, outputs)
+        errors: tuple[list[float], float] = ([math.nan] * self.outputs, math.nan)
         if self._previous is not None and self._previous[1].image.shape == frame.image.shape:
             motion = self._motion(self._previous, current, motion)
             if motion.cut:
                 self.cuts += 1
                 self._anchor = None
             else:
-                pair = self._measure("short", self._previous, current, motion)
+                errors = self._measure("short", self._previous, current, motion)
         else:
             self._anchor = None
-        self._per_frame.append(pair)
+        self._per_frame.append(errors)
         if self._anchor is None:
             self._anchor = current
         elif index - self._anchor[0] == self.gap:
@@ -313,27 +323,32 @@ class WarpingMeter:
             self._anchor = current
         self._previous = current
 
-    def result(self) -> WarpingErrors:
-        def mean(key: str, column: int) -> float:
-            total, count = self._sums[key][column], self._sums[key][2]
-            return total / count if count else math.nan
+    def result(self, output: int = 0) -> WarpingErrors:
+        """The errors of output number ``output`` and the input's."""
+        def mean(term: str, total: float) -> float:
+            pairs = self._sums[term][2]
+            return total / pairs if pairs else math.nan
 
-        return WarpingErrors(mean("short", 0), mean("long", 0), mean("short", 1), mean("long", 1), self.gap,
-                             self._sums["short"][2], self._sums["long"][2], self.cuts, list(self._per_frame))
+        short, long = self._sums["short"], self._sums["long"]
+        return WarpingErrors(mean("short", short[0][output]), mean("long", long[0][output]),
+                             mean("short", short[1]), mean("long", long[1]), self.gap, short[2], long[2], self.cuts,
+                             [(outputs[output], input_error) for outputs, input_error in self._per_frame])
 
     def _motion(self, earlier: tuple, later: tuple, given: Motion | None = None) -> Motion:
         if self.known_motion is not None:
             return self.known_motion(earlier[0], later[0])
         return given if given is not None else estimate_motion(earlier[1], later[1])
 
-    def _measure(self, key: str, earlier: tuple, later: tuple, motion: Motion) -> tuple[float, float]:
-        errors = (warping_error(earlier[2], later[2], motion), warping_error(earlier[1].image, later[1].image, motion))
-        if not any(math.isnan(e) for e in errors):
-            sums = self._sums[key]
-            sums[0] += errors[0]
-            sums[1] += errors[1]
+    def _measure(self, term: str, earlier: tuple, later: tuple, motion: Motion) -> tuple[list[float], float]:
+        input_error = warping_error(earlier[1].image, later[1].image, motion)
+        output_errors = [warping_error(before, after, motion) for before, after in zip(earlier[2], later[2])]
+        if not math.isnan(input_error):  # nan: nothing reliable to measure on
+            sums = self._sums[term]
+            for number, error in enumerate(output_errors):
+                sums[0][number] += error
+            sums[1] += input_error
             sums[2] += 1
-        return errors
+        return output_errors, input_error
 
 
 _local = threading.local()
