@@ -162,7 +162,7 @@ def follow_motion(painted: torch.Tensor, previous: torch.Tensor, motion: Motion,
     (:func:`keep_contrast`): averaging brush strokes that differ slightly from frame to frame flattens them.
     """
     current = painted[0].float().numpy()
-    moved = np.clip(np.stack([_remap(plane, motion.map, True) for plane in previous[0].float().numpy()]), 0, 1)
+    moved = warp(previous, motion, cubic=True)[0].numpy().clip(0, 1)
     blended = current + (moved - current) * (strength * motion.reliable[0, 0].numpy())
     return keep_contrast(torch.from_numpy(blended)[None], painted)
 
@@ -265,9 +265,11 @@ class WarpingErrors:
 def warping_error(earlier: torch.Tensor, later: torch.Tensor, motion: Motion) -> float:
     """Mean absolute difference (0-255 levels) between ``later`` and ``earlier`` moved along ``motion``, over RGB,
     weighted by the motion's reliability (1x3xHxW frames, float in [0, 1] or uint8)."""
-    difference = (_levels(later) - warp(_levels(earlier), motion)).abs().mean(dim=1, keepdim=True)
-    total = float(motion.reliable.sum())
-    return float((difference * motion.reliable).sum()) / total if total else math.nan
+    scale = 1.0 if later.dtype == torch.uint8 else 255.0
+    difference = np.abs(later[0].float().numpy() - warp(earlier, motion)[0].numpy()).mean(axis=0)
+    weight = motion.reliable[0, 0].numpy()
+    total = float(weight.sum())
+    return float(np.vdot(difference, weight)) / total * scale if total else math.nan
 
 
 class WarpingMeter:
@@ -368,10 +370,6 @@ def _dis():
 def _luma(planes: np.ndarray) -> np.ndarray:
     """BT.601 luma of 3xHxW RGB planes."""
     return 0.299 * planes[0] + 0.587 * planes[1] + 0.114 * planes[2]
-
-
-def _levels(image: torch.Tensor) -> torch.Tensor:
-    return image.float() if image.dtype == torch.uint8 else image.float() * 255.0
 
 
 def _grid(height: int, width: int) -> np.ndarray:
