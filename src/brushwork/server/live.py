@@ -25,7 +25,7 @@ from .. import weights as registry
 from ..api import Kept, Preview
 from ..errors import ImageError
 from ..images import load_image, to_image, to_tensor
-from ..video import temporal_blend
+from ..temporal import temporal_blend
 from .inference import ClientGone, ModelUnavailable, QueueFull
 from .routes import (MAX_STYLES, Services, ServicesDep, _noticing_disconnect, _pin_refs, _ref_image, _unpin,
                      model_names)
