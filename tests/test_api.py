@@ -90,6 +90,37 @@ def test_stylizer_reuses_encoded_styles(pair, weights_dir):
     assert len(stylizer._encoded_styles) == 3
 
 
+def test_preview_paints_as_the_stylizer_does_from_kept_encodings(pair, weights_dir):
+    content, style = (images.resize(images.load_image(path), 64) for path in pair)
+    second = images.resize(Image.fromarray(np.uint8(np.random.default_rng(0).integers(0, 255, (80, 80, 3)))), 64)
+    model = api.load_model(weights_dir=weights_dir)
+    preview = api.Preview(keep=3)
+    loads = []
+
+    def kept(name, image):
+        return api.Kept(name, lambda: loads.append(name) or image)
+
+    for settings in ({"alpha": 1.0}, {"alpha": 0.3}, {"alpha": 0.6, "preserve_color": "luminance"},
+                     {"alpha": 0.8, "preserve_color": "histogram"}, {"alpha": 0.5, "style_weights": [0.3, 0.7]}):
+        styles = [style, second] if "style_weights" in settings else [style]
+        expected = api.Stylizer(model, **settings)(content, styles)
+        painted = preview.paint(model, kept("content", content), [kept(f"style{i}", s) for i, s in enumerate(styles)],
+                                **settings)
+        assert np.array_equal(np.asarray(painted), np.asarray(expected)), settings
+    # Each image was read once; the histogram mode's style (matched to this content) was encoded apart.
+    assert sorted(loads) == ["content", "style0", "style0", "style1"]
+    assert len(preview) == 3 and preview.bytes > 0  # at most ``keep``, the least recently used gone
+    # An image painted once (a video frame) is not kept.
+    assert np.array_equal(np.asarray(preview.paint(model, content, [kept("style0", style)], alpha=0.3)),
+                          np.asarray(api.Stylizer(model, alpha=0.3)(content, style)))
+    assert len(preview) == 3
+    small = api.Preview(keep=10, max_bytes=1)
+    small.paint(model, kept("content", content), [kept("style0", style)])
+    assert len(small) == 1  # over the byte budget: only the newest stays
+    with pytest.raises(BrushworkError, match="give a style image"):
+        preview.paint(model, content, [])
+
+
 @pytest.mark.parametrize("options, message", [
     ({"alpha": 1.2}, "alpha must be between 0 and 1"),
     ({"style_weights": [1, 2, 3]}, "3 style weights for 1 style"),

@@ -124,3 +124,17 @@ def test_gpu_check_script_runs_dry_on_the_cpu(weights_dir, tmp_path):
         ("120x80", "baseline (plain fp32)"), ("120x80", "fast, whole")]
     assert all(row["min_s"] <= row["median_s"] <= row["max_s"] for row in report["speed"])
     assert "| 120x80 | fast, whole |" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_the_video_benchmark_times_whole_runs_against_painting_alone(weights_dir):
+    results = benchmark.run_video_benchmark(["96x64"], variants=["none", "flow+measure"], frames=3, rounds=1,
+                                            warmup=1, weights_dir=weights_dir, progress=False)
+    assert [(r["variant"], r["width"], r["height"], r["frames"]) for r in results] == [
+        ("none", 96, 64, 3), ("flow+measure", 96, 64, 3)]
+    for result in results:
+        assert len(result["times_s"]) == 1 and result["fps"] == pytest.approx(3 / result["median_s"])
+        assert len(result["load_averages"]) == 1
+    table = benchmark.video_table(results)
+    assert "| 96x64 | none | 3 |" in table and "| 1.00x |" in table
+    with pytest.raises(BrushworkError, match="unknown video variant"):
+        benchmark.run_video_benchmark(["96x64"], variants=["flow+fast"])

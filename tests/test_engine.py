@@ -373,3 +373,20 @@ def test_every_shipped_models_engine_stays_within_45_db_of_plain_fp32(weights_di
         reference = plain.stylize(content, [plain.encode_style(style)])
         assert psnr(fast.stylize(content, [fast.encode_style(style)]), reference) >= 45
         assert psnr(fast.stylize(content, [fast.encode_style(style)], tile=128), reference) >= 45
+
+
+def test_an_encoded_content_paints_as_stylize_does(official_model):
+    """encode_content once, then any styles and alphas: the output of stylize, on the plain and the fast path."""
+    generator = torch.Generator().manual_seed(0)
+    content, style_a, style_b = (torch.rand(1, 3, 38, 53, generator=generator) for _ in range(3))
+    fast = FastMicroAST.from_network(official_model, low_precision=None)
+    with torch.inference_mode():
+        for model in (official_model, fast):
+            encoded = model.encode_content(content)
+            styles = [model.encode_style(style_a), model.encode_style(style_b)]
+            for alpha, mix in ((1.0, None), (0.3, None), (0.6, [0.2, 0.8])):
+                chosen = styles if mix else styles[:1]
+                expected = model.stylize(content, chosen, mix, alpha)
+                painted = model.stylize_encoded(encoded, chosen, mix, alpha)
+                assert painted.shape == content.shape
+                assert torch.allclose(painted, expected, atol=1e-6)

@@ -242,7 +242,8 @@ def test_a_full_queue_answers_503_at_once(settings, monkeypatch):
     assert first.status_code == 201
     assert_error(second, 503, "busy")
     assert second.headers["retry-after"]
-    assert health == {"status": "ok", "workers": 1, "pending": 1, "capacity": 1}
+    assert health == {"status": "ok", "workers": 1, "pending": 1, "capacity": 1, "dropped": 0, "stored_bytes": 0,
+                      "storage_quota": 10**10}
 
 
 def test_wilson_interval_matches_known_values():

@@ -13,7 +13,8 @@ from skimage import data
 
 import brushwork
 from brushwork import cli
-from brushwork.video import stylize_video, temporal_blend
+from brushwork.temporal import temporal_blend
+from brushwork.video import stylize_video
 
 RATE = 12
 STYLE_SIZE = 128
@@ -99,9 +100,11 @@ def run_cli(monkeypatch, capsys, *args):
 def test_command_paints_every_frame_and_keeps_the_sound(tmp_path, clips, style, weights_dir, monkeypatch, capsys):
     out = tmp_path / "painted.mp4"
     code, stdout, stderr = run_cli(monkeypatch, capsys, "video", clips["moving"], style, "-o", out,
-                                   "--style-size", STYLE_SIZE, "--device", "cpu", "--weights-dir", weights_dir)
+                                   "--style-size", STYLE_SIZE, "--temporal", "none", "--device", "cpu",
+                                   "--weights-dir", weights_dir)
     assert code == 0, stderr
     assert "12 frames" in stdout and "frames/s" in stdout and "audio copied" in stdout
+    assert "temporal none" in stdout and "warping error" in stdout
     assert "stylising" in stderr and "12/12" in stderr  # the progress bar
 
     inputs, source = decode(clips["moving"])
@@ -146,11 +149,12 @@ def test_audio_the_container_cannot_hold_is_reencoded_to_aac(tmp_path, style, st
     assert written["audio_seconds"] == pytest.approx(0.5, abs=0.1)
 
 
-def test_smoothing_removes_flicker_of_still_content_without_trails(tmp_path, clips, style, stylizer):
+def test_blending_removes_flicker_of_still_content_without_trails(tmp_path, clips, style, stylizer):
     changes, reports = {}, {}
     for smooth in (0.0, 0.8):
         out = tmp_path / f"still-{smooth}.mp4"
-        reports[smooth] = stylize_video(clips["still"], style, out, stylizer=stylizer, smooth=smooth, progress=False)
+        reports[smooth] = stylize_video(clips["still"], style, out, stylizer=stylizer, temporal="blend",
+                                        smooth=smooth, progress=False)
         changes[smooth] = mean_frame_change(decode(out)[0])
     # The content barely moves (noise only), yet each frame painted alone differs from the last (measured: 2.28
     # levels after encoding, 3.02 before); smoothing removes most of that (measured: 0.89 and 1.28).
@@ -160,9 +164,10 @@ def test_smoothing_removes_flicker_of_still_content_without_trails(tmp_path, cli
 
     # Where the content moves, smoothing stands aside: smoothed frames stay close to unsmoothed ones (measured:
     # 32.3 dB at worst; a moving average of 0.8 without the content gate gives 18.5 dB, visible trails).
-    stylize_video(clips["moving"], style, tmp_path / "moving.mp4", stylizer=stylizer, smooth=0.8, progress=False)
+    stylize_video(clips["moving"], style, tmp_path / "moving.mp4", stylizer=stylizer, temporal="blend", smooth=0.8,
+                  progress=False)
     plain = tmp_path / "moving-plain.mp4"
-    stylize_video(clips["moving"], style, plain, stylizer=stylizer, progress=False)
+    stylize_video(clips["moving"], style, plain, stylizer=stylizer, temporal="none", progress=False)
     smoothed, unsmoothed = decode(tmp_path / "moving.mp4")[0], decode(plain)[0]
     assert min(psnr(a, b) for a, b in zip(smoothed, unsmoothed)) > 26.0
 

@@ -106,7 +106,9 @@ def test_stylise_gallery_and_study_in_chromium(server, browser, tmp_path):
     page.click("nav a[href='#study']")
     page.click("#start-deception")
     choices = page.locator("#trial .choice")
-    expect(choices).to_have_count(2)  # the stylisation and the uploaded painting, in random order
+    # The stylisation and the uploaded painting, in random order; the reloaded page's live preview may be
+    # painting meanwhile on a busy machine.
+    expect(choices).to_have_count(2, timeout=30_000)
     choices.first.click()
     page.click("#submit-answer")
     expect(page.locator("#study-status")).to_contain_text("Thank you")

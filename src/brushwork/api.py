@@ -7,8 +7,10 @@ import functools
 import hashlib
 import json
 import os
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Callable, Hashable, Sequence, Union
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ from . import weights as registry
 from .devices import choose_device
 from .errors import BrushworkError
 from .functional import match_color, normalize_weights, preserve_color
+from .functional import preserve_color as luminance_transfer  # where a parameter is called preserve_color
 from .images import ImageLike, as_image, resize, to_image, to_tensor
 from .methods import adain, gatys, johnson, microast, vst
 from .tiling import AUTO, memory_budget, memory_setting
@@ -283,6 +286,105 @@ class Stylizer:
         height, width = content.shape[-2:]
         image = as_image(value).convert("L").resize((width, height), Image.Resampling.BILINEAR)
         return to_tensor(image.convert("RGB"))[:, :1].to(self.device)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """An image whose encodings a :class:`Preview` keeps under ``key``; ``load`` gives the image when they are not
+    kept (so an image already encoded is never read again). The key names the image at its size."""
+
+    key: Hashable
+    load: Callable[[], ImageLike]
+
+
+class Preview:
+    """Paints an image again and again as its settings change (the web page's live preview, a webcam).
+
+    The encodings of the content and of each style are kept, at most ``keep`` of them and ``max_bytes`` of
+    tensors (the least recently used go first; the newest always stays), so that a change of alpha, style mix or colour mode costs the decoder alone: a MicroAST model
+    keeps the content's features and own signals (:meth:`~brushwork.methods.microast.MicroAST.encode_content`),
+    every model its styles' encodings. Images are painted at the size they are given (no tiling: for previews).
+    One caller at a time.
+    """
+
+    def __init__(self, keep: int = 6, max_bytes: int | None = None):
+        self.keep = keep
+        self.max_bytes = max_bytes
+        self._kept: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
+        #: Bytes of the tensors kept.
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def paint(self, model: nn.Module, content: Kept | ImageLike, styles: Sequence[Kept] = (), *, alpha: float = 1.0,
+              style_weights: Sequence[float] | None = None, preserve_color: bool | str = False) -> Image.Image:
+        """``content`` (a :class:`Kept`, or an image painted once, such as a video frame) in the weighted mix of
+        ``styles``, with the settings of :class:`Stylizer`."""
+        if not 0.0 <= alpha <= 1.0:
+            raise BrushworkError(f"alpha must be between 0 and 1, not {alpha}")
+        color_mode = _color_mode(preserve_color)
+        device = getattr(model, "device", None) or next(model.parameters()).device
+        with torch.inference_mode():
+            def encode_content() -> tuple[torch.Tensor, object]:
+                tensor = to_tensor(as_image(content.load())).to(device)
+                return tensor, model.encode_content(tensor) if hasattr(model, "encode_content") else None
+
+            if isinstance(content, Kept):
+                tensor, encoded = self._get(("content", model, content.key), encode_content)
+            else:  # painted once: encoding it for later (its own signals even at alpha 1) would be wasted
+                tensor, encoded = to_tensor(as_image(content)).to(device), None
+            if not getattr(model, "needs_style", True):
+                if styles or color_mode == "histogram" or style_weights is not None:
+                    raise BrushworkError(f"a {method_of(model)} model paints the style it was trained on: give no "
+                                         "style image, style weights or colour matching")
+                output = model.stylize(tensor, [], None, alpha)
+            else:
+                if not styles:
+                    raise BrushworkError(f"give a style image: {method_of(model)} paints any style")
+                weights = style_weights_for(style_weights, len(styles))
+                signals = [self._style_signals(model, style, tensor, content, color_mode) for style in styles]
+                output = (model.stylize(tensor, signals, weights, alpha) if encoded is None
+                          else model.stylize_encoded(encoded, signals, weights, alpha))
+            if color_mode == "luminance":
+                output = luminance_transfer(output, tensor)
+            return to_image(output)
+
+    def _style_signals(self, model: nn.Module, style: Kept, content: torch.Tensor, named_content: Kept | ImageLike,
+                       color_mode: str | None):
+        def encode() -> object:
+            tensor = to_tensor(as_image(style.load())).to(content.device)
+            return model.encode_style(match_color(tensor, content) if color_mode == "histogram" else tensor)
+
+        if color_mode == "histogram":  # depends on the content: kept only for a content that is kept
+            if not isinstance(named_content, Kept):
+                return encode()
+            return self._get(("style", model, style.key, named_content.key), encode)
+        return self._get(("style", model, style.key, None), encode)
+
+    def _get(self, key: tuple, make: Callable[[], object]) -> object:
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key][0]
+        value = make()
+        size = _tensor_bytes(value)
+        self._kept[key] = (value, size)
+        self.bytes += size
+        while len(self._kept) > 1 and (len(self._kept) > self.keep
+                                       or (self.max_bytes is not None and self.bytes > self.max_bytes)):
+            self.bytes -= self._kept.popitem(last=False)[1][1]
+        return value
+
+
+def _tensor_bytes(value: object) -> int:
+    """Bytes of the tensors in ``value``: a tensor, or tuples, lists and dataclasses of them."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(map(_tensor_bytes, value))
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(_tensor_bytes(getattr(value, name)) for name in value.__dataclass_fields__)
+    return 0
 
 
 def stylize(content: ImageLike, style: StyleInput | None = None, *, model: str | nn.Module | None = None,

@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from tqdm import tqdm
@@ -215,6 +216,7 @@ def _pool_rounds(case, measured: list[dict]) -> dict:
         "peak_gpu_mb": max(gpu) if gpu else None,
         "threads": measured[0]["threads"],
         "torch": measured[0]["torch"],
+        **({"load_averages": [r["load_average"] for r in measured]} if "load_average" in measured[0] else {}),
         **{key: measured[-1][key] for key in ("history", "scales", "sizes", "tile", "huge_pages", "keeps_freed_memory",
                                               "precision")
            if key in measured[-1]},
@@ -268,6 +270,100 @@ def _measure(case: Case, weights_dir: list[str]) -> dict:
         "huge_pages": os.environ.get(process.HUGE_PAGES_VARIABLE) == "1",
         "keeps_freed_memory": process.keeps_freed_memory,
     }
+
+
+@dataclass(frozen=True)
+class VideoCase:
+    """One run of ``stylize_video`` over a synthetic clip file, as ``brushwork video`` does it."""
+
+    variant: str  # a temporal mode, with "+measure" when the warping error is measured
+    clip: str
+    style: str
+    model: str
+    width: int
+    height: int
+    frames: int
+    runs: int
+    warmup: int
+    strength: float
+    device: str = "cpu"
+
+
+#: Video variants: each temporal mode without the warping error's measurement, and the command's default (flow,
+#: measured). Every figure is also a ratio against ``none`` in the same run.
+VIDEO_VARIANTS = ("none", "blend", "flow", "flow+measure")
+
+
+def run_video_benchmark(sizes: list[str], *, variants: Sequence[str] = VIDEO_VARIANTS, frames: int = 24,
+                        runs: int = 1, warmup: int = 0, rounds: int = 2, model: str | None = None,
+                        content: str = "sample:astronaut", style: str = "sample:hubble",
+                        strength: float | None = None, device: str = "cpu", weights_dir=None,
+                        progress: bool = True) -> list[dict]:
+    """Frames per second of whole ``stylize_video`` runs (decoding, painting, the temporal filter, the measurement
+    where asked, encoding) on a synthetic pan (3 px a frame, noise sigma 3) of ``frames`` frames over ``content``,
+    per size and variant, each in fresh processes, the variants in alternating order over ``rounds``. Each
+    process first paints ``warmup`` runs of two frames, untimed, then ``runs`` timed runs of the whole clip."""
+    from .clips import synthetic_clip, write_clip
+    from .temporal import DEFAULT_STRENGTH, TEMPORAL_MODES
+
+    for variant in variants:
+        if variant.split("+")[0] not in TEMPORAL_MODES or variant.split("+")[1:] not in ([], ["measure"]):
+            raise BrushworkError(f"unknown video variant {variant!r}; use a temporal mode "
+                                 f"({', '.join(TEMPORAL_MODES)}), with +measure to measure the warping error")
+    if frames < 2 or runs < 1 or warmup < 0 or rounds < 1:
+        raise BrushworkError("a video benchmark needs at least 2 frames, 1 run and 1 round")
+    choose_device(device)
+    shapes = [parse_size(size) for size in sizes]
+    strength = DEFAULT_STRENGTH if strength is None else strength
+    with tempfile.TemporaryDirectory(prefix="brushwork-video-bench-") as folder:
+        groups = []
+        for width, height in shapes:
+            clip = write_clip(synthetic_clip("pan", content, width=width, height=height, frames=frames),
+                              Path(folder) / f"pan-{width}x{height}.mp4")
+            groups.append([VideoCase(variant, str(clip), style, model or registry.DEFAULT_MODEL, width, height, frames,
+                                     runs, warmup, strength, device) for variant in variants])
+        results = _run_rounds(groups, _measure_video, weights_dir, rounds, "video benchmark", progress)
+    for result in results:
+        result["fps"] = result["frames"] / result["median_s"]
+    return results
+
+
+def _measure_video(case: VideoCase, weights_dir: list[str]) -> dict:
+    """Whole ``stylize_video`` runs of one case, in its own process."""
+    from .api import Stylizer
+    from .video import stylize_video
+
+    stylizer = Stylizer(case.model, device=case.device, weights_dir=weights_dir)
+    mode, *measure = case.variant.split("+")
+    times = []
+    with tempfile.TemporaryDirectory(prefix="brushwork-video-") as folder:
+        for index in range(case.warmup + case.runs):
+            # A warm-up run paints two frames: the first calls are slow (kernels chosen, memory first touched).
+            report = stylize_video(case.clip, case.style, Path(folder) / "out.mp4", stylizer=stylizer, temporal=mode,
+                                   smooth=case.strength, measure=bool(measure), progress=False,
+                                   max_frames=2 if index < case.warmup else None)
+            if index >= case.warmup:
+                times.append(report.seconds)
+    return {"times_s": times, "peak_rss_mb": _peak_rss_mb(), "idle_rss_mb": None, "peak_gpu_mb": None,
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def video_table(results: list[dict]) -> str:
+    """One row per size and variant: frames/s (median of the runs' whole-clip times), the ratio to painting each
+    frame alone (``none``) in the same run, and the host's load during the runs."""
+    header = ("size", "variant", "frames", "frames/s", "s per clip median (min-max)", "vs none", "peak RSS",
+              "load average")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    alone = {(r["width"], r["height"]): r for r in results if r["variant"] == "none"}
+    for result in results:
+        base = alone.get((result["width"], result["height"]))
+        ratio = f"{result['fps'] / base['fps']:.2f}x" if base else "-"
+        lines.append("| " + " | ".join([f"{result['width']}x{result['height']}", result["variant"],
+                                        str(result["frames"]), f"{result['fps']:.2f}", _timing(result), ratio,
+                                        _memory(result),
+                                        " ".join(f"{load:.1f}" for load in result.get("load_averages", []))]) + " |")
+    return "\n".join(lines)
 
 
 def run_gatys_convergence(size: str, *, steps: int = 300, content: str = "sample:astronaut",

@@ -22,19 +22,25 @@ from tqdm import tqdm
 from . import __version__
 from . import weights as registry
 from .api import DEFAULT_MAX_MEMORY, METHODS, Stylizer, load_model, style_weights_for
-from .benchmark import (DEFAULT_SIZES, convergence_table, describe_machine, markdown_table, run_benchmark,
-                        run_gatys_convergence, run_training_benchmark, training_table)
+from .benchmark import (DEFAULT_SIZES, VIDEO_VARIANTS, convergence_table, describe_machine, markdown_table,
+                        run_benchmark, run_gatys_convergence, run_training_benchmark, run_video_benchmark,
+                        training_table, video_table)
 from .errors import BrushworkError, WeightsError
-from .evaluation import evaluate, summarize, summary_table, write_report
+from .evaluation import (evaluate, evaluate_video, summarize, summary_table, video_clips, video_summary,
+                         video_summary_table, write_report, write_video_report)
 from .images import (MAX_ASPECT, MAX_PIXELS, MIN_STYLE_SIDE, SAVE_FORMATS, check_writable, image_size, list_images,
                      resized_size, save_image)
 from .methods.gatys import INITS as GATYS_INITS, OPTIMIZERS as GATYS_OPTIMIZERS
 from .vgg import LOSS_NETWORKS
 from .samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample
 from .train_config import METHOD_DEFAULTS, TrainConfig, load_config
+from .temporal import (DEFAULT_STRENGTH, DEFAULT_TEMPORAL, FLOW_SIDE, LONG_TERM_GAP, TEMPORAL_MODES, WarpingErrors,
+                       check_temporal)
 from .video import DEFAULT_CRF, VideoInterrupted, stylize_video
 
 _MODELS = [name for name, entry in registry.REGISTRY.items() if entry.kind == "model"] + ["gatys"]
+#: The methods that paint a frame in one pass (video).
+FEED_FORWARD = [method for method in METHODS if method != "gatys"]
 
 #: Largest magnitude of a number setting. The work is in float32 (largest 3.4e38): a weight or rate beyond this
 #: overflows the losses to inf and the image to nan. No size or budget comes near it.
@@ -50,6 +56,25 @@ class _Number(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value} is not a finite number.", param, ctx)
         return super().convert(number, param, ctx)
+
+
+class _ByteCount(click.ParamType):
+    """A number of bytes, written like 500MB, 2GB or 1.5GiB (as pydantic's ByteSize reads it)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        from pydantic import ByteSize, TypeAdapter, ValidationError
+
+        try:
+            count = int(TypeAdapter(ByteSize).validate_python(value))
+        except ValidationError:
+            count = 0
+        if count < 1:
+            self.fail(f"{value!r} is not a size like 500MB, 2GB or 1.5GiB.", param, ctx)
+        return count
 
 
 #: A side longer than MAX_PIXELS makes an image of more pixels than that whatever its other side; a bound here
@@ -373,11 +398,12 @@ def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int,
 
 @cli.command("video", epilog=_SAMPLES_HELP)
 @click.argument("input_video", metavar="INPUT", type=click.Path(path_type=Path))
-@click.argument("style", nargs=-1, required=True)
+@click.argument("style", nargs=-1)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), callback=_output_path,
               help="Output video; its extension sets the container (.mp4, .mkv, .mov).")
-@click.option("--method", type=click.Choice(["microast", "adain"]), default=None,
-              help="microast (default) or adain: the feed-forward methods. Without --model, its default model.")
+@click.option("--method", type=click.Choice(list(FEED_FORWARD)), default=None,
+              help="microast (default), adain, johnson (one trained style: give no STYLE) or vst: the "
+                   "feed-forward methods. Without --model, its default model.")
 @click.option("--model", default=None,
               help=f"A feed-forward model of the registry or a folder of trained weights "
                    f"[default: {registry.DEFAULT_MODEL}; with --method adain: adain].")
@@ -392,39 +418,60 @@ def _run_batch(stylizer: Stylizer, jobs: list[_Job], output: Path, quality: int,
               help="Resize each style image first so its shorter side has this many pixels.")
 @click.option("--preserve-color", is_flag=True,
               help="Keep the frames' colours: take only luminance from the stylised frames.")
-@click.option("--smooth", type=_Number(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Reduce flicker: blend each frame with the previous output by this much where the picture "
-                   "is still, less where it moves (0: off; try 0.5-0.8).")
+@click.option("--temporal", type=click.Choice(list(TEMPORAL_MODES)), default=DEFAULT_TEMPORAL, show_default=True,
+              help="Keep the painting steady: flow blends each frame with the previous output moved along the "
+                   "optical flow, where the flow is reliable (new at scene cuts); blend only where the picture is "
+                   "still; none paints each frame alone.")
+@click.option("--smooth", type=_Number(0, 1, max_open=True), default=DEFAULT_STRENGTH, show_default=True,
+              help="Strength of --temporal: the weight of the previous output where it applies (0: off).")
+@click.option("--flow-size", type=click.IntRange(min=0), default=FLOW_SIDE, show_default=True,
+              help="Estimate the flow on frames scaled to this many pixels on their shorter side (0: full size).")
+@click.option("--measure/--no-measure", default=True, show_default=True,
+              help="Report the output's warping error (flicker) and the input's own.")
+@click.option("--long-term-gap", type=click.IntRange(min=1), default=LONG_TERM_GAP, show_default=True,
+              help="Frames apart for the long-term warping error.")
 @click.option("--crf", type=click.IntRange(0, 51), default=DEFAULT_CRF, show_default=True,
               help="H.264 quality (x264's constant rate factor): lower is better and bigger.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Paint only the first N frames (and the sound up to there): a preview.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--max-memory", default=DEFAULT_MAX_MEMORY, show_default=True,
+              help="Working memory for one frame, like 800M or 2G; larger frames are painted in tiles. 'auto': "
+                   "1G on the CPU, half the GPU's free memory on CUDA. 'none': never tile.")
 @_weights_dir_option
 def video_command(input_video, style, output, method, model, alpha, style_weights, content_size, style_size,
-                  preserve_color, smooth, crf, max_frames, device, weights_dir):
+                  preserve_color, temporal, smooth, flow_size, measure, long_term_gap, crf, max_frames, device,
+                  max_memory, weights_dir):
     """Paint every frame of the video INPUT in the style of STYLE, keeping its sound.
 
     Several STYLE images are mixed into one style (see --style-weights); each is encoded once. The output is
     H.264 with the input's frame rate and timing; audio is copied, or re-encoded to AAC where the container
     cannot hold it. OUTPUT is written only at the end: Ctrl-C or an error leaves what was there before.
+
+    The warping error is the mean absolute difference (0-255) between each output frame and the previous one
+    moved along the input's optical flow, where the flow is reliable: the flicker. The input's own is the floor.
     """
-    style_weights_for(style_weights, len(style))  # refuse bad inputs before loading the model
+    if style:
+        style_weights_for(style_weights, len(style))  # refuse bad inputs before loading the model
     for item in style:
         _check_image(item, "style", style_size, "shorter")
     check_writable(output)
     stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=style_weights, content_size=content_size,
                         style_size=style_size, preserve_color=preserve_color, device=device,
-                        weights_dir=list(weights_dir))
+                        weights_dir=list(weights_dir), max_memory=max_memory)
     try:
-        report = stylize_video(input_video, list(style), output, stylizer=stylizer, smooth=smooth,
-                               max_frames=max_frames, crf=crf)
+        report = stylize_video(input_video, list(style), output, stylizer=stylizer, temporal=temporal,
+                               smooth=smooth, flow_size=flow_size or None, measure=measure,
+                               long_term_gap=long_term_gap, max_frames=max_frames, crf=crf)
     except VideoInterrupted as stop:
         click.echo(f"brushwork: interrupted after {stop.frames} frame(s); {output} not written", err=True)
         raise SystemExit(130) from None
     click.echo(f"wrote {report.output} ({report.frames} frames, {report.width}x{report.height}, audio "
-               f"{report.audio}) in {report.seconds:.1f} s: {report.fps:.2f} frames/s; mean change between frames "
-               f"{report.frame_change:.2f}/255")
+               f"{report.audio}, temporal {report.temporal}"
+               f"{f' {report.strength:g}' if report.temporal != 'none' else ''}) in {report.seconds:.1f} s: "
+               f"{report.fps:.2f} frames/s; mean change between frames {report.frame_change:.2f}/255")
+    if report.warping is not None:
+        click.echo(warping_summary(report.warping))
 
 
 @cli.command("export", epilog=_SAMPLES_HELP)
@@ -460,40 +507,102 @@ def export_command(model, output, style, style_size, check_size, opset, weights_
 
 
 @cli.command("eval")
-@click.argument("content_dir", type=click.Path(path_type=Path))
+@click.argument("content_dir", metavar="CONTENT", type=click.Path(path_type=Path))
 @click.argument("style_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for metrics.csv, summary.md/json, the plot and the contact sheet.")
 @click.option("--model", "models", multiple=True,
               help=f"Model to evaluate: {', '.join(_MODELS)}, or a folder written by 'brushwork train'; "
-                   f"repeatable [default: {registry.DEFAULT_MODEL}].")
+                   f"repeatable [default: {registry.DEFAULT_MODEL}]. --video: one feed-forward model.")
 @click.option("--loss-net", type=click.Choice(["vgg16-hed", "vgg16", "vgg19"]), default="vgg16-hed",
               show_default=True, help="Loss network of the feature metrics.")
-@click.option("--content-size", type=click.IntRange(min=16), default=512, show_default=True,
-              help="Shorter side of the content images.")
+@click.option("--content-size", type=click.IntRange(min=16), default=None,
+              help="Shorter side of the content images [default: 512; --video: the frames' own size].")
 @click.option("--style-size", type=click.IntRange(min=16), default=512, show_default=True,
               help="Shorter side of the style images.")
 @click.option("--max-contents", type=click.IntRange(min=1), default=None, help="Use the first N contents.")
 @click.option("--max-styles", type=click.IntRange(min=1), default=None, help="Use the first N styles.")
 @click.option("--save-images", is_flag=True, help="Also write every output under OUTPUT/images/<model>/.")
+@click.option("--faces", is_flag=True,
+              help="Portraits: also measure the eyes-and-mouth SSIM and whether the face is still found "
+                   "(scikit-image's face detector).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--steps", "gatys_steps", type=click.IntRange(min=1), default=None,
               help="Steps of the gatys model [default: gatys's 300].")
+@click.option("--video", is_flag=True,
+              help="Video mode: CONTENT is a video file, a folder of videos, or 'synthetic' (or synthetic:pan,zoom,"
+                   "handheld): clips with exactly known motion. Compares temporal settings by warping error.")
+@click.option("--temporal", "temporal_modes", default=",".join(TEMPORAL_MODES), show_default=True,
+              help="--video: the temporal modes to compare, comma-separated.")
+@click.option("--smooth", "strengths", default=f"{DEFAULT_STRENGTH:g}", show_default=True,
+              help="--video: their strengths, comma-separated (each mode but none with each).")
+@click.option("--max-frames", type=click.IntRange(min=2), default=None,
+              help="--video: paint the first N frames of each clip [synthetic clips: 48].")
+@click.option("--synthetic-photo", default="sample:astronaut", show_default=True,
+              help="--video: the photo the synthetic clips move over.")
+@click.option("--synthetic-size", default="640x360", show_default=True, help="--video: WIDTHxHEIGHT of them.")
+@click.option("--flow-size", type=click.IntRange(min=0), default=FLOW_SIDE, show_default=True,
+              help="--video: shorter side the flow is estimated at (0: full size).")
+@click.option("--long-term-gap", type=click.IntRange(min=1), default=LONG_TERM_GAP, show_default=True,
+              help="--video: frames apart for the long-term warping error.")
 @_weights_dir_option
 def eval_command(content_dir, style_dir, output, models, loss_net, content_size, style_size, max_contents,
-                 max_styles, save_images, device, gatys_steps, weights_dir):
-    """Stylise every CONTENT_DIR x STYLE_DIR pair with each model and measure the results.
+                 max_styles, save_images, faces, device, gatys_steps, video, temporal_modes, strengths,
+                 max_frames, synthetic_photo, synthetic_size, flow_size, long_term_gap, weights_dir):
+    """Stylise every CONTENT x STYLE_DIR pair with each model and measure the results.
 
     Metrics: SSIM (grayscale) and content loss (relu4_1) and perceptual distance to the content; style loss
     (mean/std, relu1_1..relu4_1), Gram loss and colour distance to the style; seconds per image.
+
+    With --video: every clip x style, each frame painted once and passed through each temporal setting; the
+    warping errors (short- and long-term, the input's own; for synthetic clips also with their exact motion), the
+    middle frame's style loss against painting each frame alone, a table and a plot.
     """
+    if video:
+        _eval_video(content_dir, style_dir, output, models, loss_net, content_size, style_size, max_styles, device,
+                    temporal_modes, strengths, max_frames, synthetic_photo, synthetic_size, flow_size, long_term_gap,
+                    weights_dir)
+        return
     evaluation = evaluate(content_dir, style_dir, list(models) or [registry.DEFAULT_MODEL], loss_net=loss_net,
-                          content_size=content_size, style_size=style_size, max_contents=max_contents,
+                          content_size=content_size or 512, style_size=style_size, max_contents=max_contents,
                           max_styles=max_styles, save_dir=output / "images" if save_images else None,
-                          device=device, weights_dir=list(weights_dir),
+                          device=device, weights_dir=list(weights_dir), faces=faces,
                           gatys_options={"steps": gatys_steps} if gatys_steps else None)
     paths = write_report(evaluation, output)
     click.echo(summary_table(summarize(evaluation.records)))
+    click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+def _eval_video(clips, style_dir, output, models, loss_net, content_size, style_size, max_styles, device,
+                temporal_modes, strengths, max_frames, synthetic_photo, synthetic_size, flow_size, long_term_gap,
+                weights_dir) -> None:
+    from .benchmark import parse_size
+
+    if len(models) > 1:
+        raise BrushworkError("--video evaluates one model at a time")
+    modes = [mode.strip() for mode in temporal_modes.split(",") if mode.strip()]
+    for mode in modes:
+        if mode not in TEMPORAL_MODES:
+            raise BrushworkError(f"unknown temporal mode {mode!r}; choose from {', '.join(TEMPORAL_MODES)}")
+    try:
+        weights = [float(part) for part in strengths.split(",") if part.strip()]
+    except ValueError:
+        raise BrushworkError(f"--smooth takes numbers, like 0.5,0.8; got {strengths!r}") from None
+    for weight in weights:
+        check_temporal("flow", weight)
+    settings = list(dict.fromkeys((mode, 0.0) if mode == "none" else (mode, weight)
+                                  for mode in modes for weight in weights))
+    if not settings:
+        raise BrushworkError("give at least one temporal mode and strength")
+    width, height = parse_size(synthetic_size)
+    found = video_clips(clips, photo=synthetic_photo, size=(width, height), frames=max_frames or 48,
+                        max_frames=max_frames)
+    evaluation = evaluate_video(found, style_dir, model=models[0] if models else None, settings=settings,
+                                loss_net=loss_net, content_size=content_size, style_size=style_size,
+                                max_styles=max_styles, flow_size=flow_size or None, gap=long_term_gap, device=device,
+                                weights_dir=list(weights_dir))
+    paths = write_video_report(evaluation, output)
+    click.echo(video_summary_table(video_summary(evaluation.records)))
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
@@ -525,14 +634,21 @@ def eval_command(content_dir, style_dir, output, models, loss_net, content_size,
 @click.option("--gatys-convergence", is_flag=True,
               help="Time for Gatys to reach a given loss, coarse-to-fine against single-scale, at the first of "
                    "--sizes, on a real photo and painting (--content, --style).")
-@click.option("--content", default="sample:astronaut", show_default=True, help="With --gatys-convergence.")
-@click.option("--style", default="sample:chelsea", show_default=True, help="With --gatys-convergence.")
+@click.option("--content", default="sample:astronaut", show_default=True, help="With --gatys-convergence or --video.")
+@click.option("--style", default="sample:chelsea", show_default=True, help="With --gatys-convergence or --video.")
 @click.option("--max-memory", default=DEFAULT_MAX_MEMORY, show_default=True,
               help="The brushwork variant's working-memory budget (larger images are tiled), as for stylize.")
 @click.option("--onnx", is_flag=True, help="Also measure MicroAST models exported to ONNX, run by ONNX Runtime.")
+@click.option("--video", is_flag=True,
+              help="Frames/s of whole 'brushwork video' runs on a synthetic pan over --content, for each temporal "
+                   "variant (--variants) at each of --sizes, against painting each frame alone.")
+@click.option("--variants", default=",".join(VIDEO_VARIANTS), show_default=True,
+              help="With --video: temporal modes, +measure to measure the warping error too.")
+@click.option("--frames", type=click.IntRange(min=2), default=24, show_default=True, help="With --video.")
 @_weights_dir_option
 def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, markdown_path, training,
-          training_method, batch_size, crop, loss_net, gatys_steps, gatys_convergence, content, style, max_memory, onnx, weights_dir):
+          training_method, batch_size, crop, loss_net, gatys_steps, gatys_convergence, content, style, max_memory, onnx,
+          video, variants, frames, weights_dir):
     """Latency (median, min-max of ROUNDS x RUNS after WARMUP) and peak memory per model, size and device.
 
     Each case runs in a fresh process. The baseline is the reference implementation's plain pattern (eager
@@ -540,7 +656,13 @@ def bench(models, sizes, devices, runs, warmup, rounds, no_baseline, json_path, 
     step with the contrastive loss built in Python loops), measured in the same run, so every figure is also a
     ratio.
     """
-    if gatys_convergence:
+    if video:
+        results = run_video_benchmark([s for s in sizes.split(",") if s], variants=variants.split(","),
+                                      frames=frames, runs=runs, warmup=warmup, rounds=rounds,
+                                      model=models[0] if models else None, content=content, style=style,
+                                      device=(devices or ("cpu",))[0], weights_dir=list(weights_dir))
+        table = video_table(results)
+    elif gatys_convergence:
         results = run_gatys_convergence(sizes.split(",")[0], steps=gatys_steps or 300, content=content, style=style,
                                         device=(devices or ("cpu",))[0], loss_net=loss_net,
                                         weights_dir=list(weights_dir))
@@ -625,6 +747,12 @@ def train_command(method, config, resume, weights_dir, **settings):
               help="Largest uploaded image, in pixels (read from its header, before decoding).")
 @click.option("--concurrent-decodes", type=click.IntRange(min=1), default=2, show_default=True,
               help="Uploads decoded at once; more wait their turn.")
+@click.option("--storage-quota", type=_ByteCount(), default="10GB", show_default=True,
+              help="Most bytes of images kept in --data (500MB, 2GB, 1.5GiB); a request that would store more gets "
+                   "507.")
+@click.option("--unused-upload-hours", type=_Number(0, 100 * 365 * 24), default=24, show_default=True,
+              help="An uploaded image that no result uses (and that is not a study artwork) is deleted this many "
+                   "hours after its upload.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Stylisations at once (more help with a GPU or many cores).")
 @click.option("--queue-size", type=click.IntRange(min=0), default=16, show_default=True,
@@ -634,8 +762,8 @@ def train_command(method, config, resume, weights_dir, **settings):
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME[:PORT]",
               help="A host name clients reach the server by, with or without a port (repeatable); requests for "
                    "any other get 400. [default: the --host address, localhost and 127.0.0.1, with --port]")
-def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixels, concurrent_decodes, workers,
-          queue_size, device, weights_dir, allowed_hosts):
+def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixels, concurrent_decodes,
+          storage_quota, unused_upload_hours, workers, queue_size, device, weights_dir, allowed_hosts):
     """Serve the web app (stylise, gallery, study, about) and its REST API (described at /docs)."""
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
@@ -646,7 +774,8 @@ def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixel
     allowed_hosts = list(allowed_hosts) or default_allowed_hosts(host, port)
     settings = Settings(data_dir=data_dir, database_url=database, weights_dirs=list(weights_dir), device=device,
                         max_upload_mb=max_upload_mb, body_timeout=body_timeout, max_pixels=max_pixels,
-                        concurrent_decodes=concurrent_decodes, workers=workers, queue_size=queue_size,
+                        concurrent_decodes=concurrent_decodes, storage_quota=storage_quota,
+                        unused_upload_grace=unused_upload_hours * 3600, workers=workers, queue_size=queue_size,
                         allowed_hosts=allowed_hosts)
     try:
         app = create_app(settings)
@@ -654,8 +783,9 @@ def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixel
         raise BrushworkError(f"cannot open the data folder or database: {error}") from None
     click.echo(f"brushwork: serving http://{host}:{port}/ (data in {data_dir}; answering to "
                f"{', '.join(allowed_hosts)})")
-    # An idle keep-alive connection is closed after 5 s; a body slower than --body-timeout gets 408.
-    uvicorn.run(app, host=host, port=port, timeout_keep_alive=5)
+    # An idle keep-alive connection is closed after 5 s; a body slower than --body-timeout gets 408. A WebSocket
+    # message (a webcam frame) is held whole before the app sees it: none may be much larger than a frame may be.
+    uvicorn.run(app, host=host, port=port, timeout_keep_alive=5, ws_max_size=2 * settings.live_max_frame_bytes)
 
 
 @cli.group()
@@ -728,6 +858,17 @@ def weights_verify(names, weights_dir):
             click.echo(f"{name}/{item.file.filename}: {state}")
     if problems:
         raise WeightsError(f"{len(problems)} weight file(s) missing or damaged: {'; '.join(problems)}")
+
+
+def warping_summary(errors: WarpingErrors) -> str:
+    """One line: the output's warping errors and the input's own, and the scene cuts."""
+    def value(number: float) -> str:
+        return "-" if math.isnan(number) else f"{number:.2f}"
+
+    return (f"warping error (0-255, the input's own in brackets): short-term {value(errors.short_term)} "
+            f"({value(errors.input_short_term)}) over {errors.short_pairs} pairs, long-term "
+            f"{value(errors.long_term)} ({value(errors.input_long_term)}) over {errors.long_pairs} pairs "
+            f"{errors.gap} frames apart; {errors.cuts} scene cut{'' if errors.cuts == 1 else 's'}")
 
 
 def main() -> None:

@@ -22,8 +22,8 @@ from torch import nn
 
 from .errors import BrushworkError
 from .metrics import psnr
-from .methods.microast import (SECOND_HALF_HALO, SIZE_MULTIPLE, MicroAST, StyleSignals, mixed_signals, pad_to,
-                                paint_in_tiles)
+from .methods.microast import MicroAST, StyleSignals, mixed_signals, pad_to
+from .methods.microast_tiles import SECOND_HALF_HALO, SIZE_MULTIPLE, paint_in_tiles
 
 SIGNAL_NAMES = tuple(f"{field.name}_{level}" for field in fields(StyleSignals) for level in ("shallow", "deep"))
 #: PSNR (dB) an export must reach against PyTorch on the check image, or it is refused.

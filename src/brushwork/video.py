@@ -1,6 +1,6 @@
 """Video in, video out: every frame painted by one :class:`~brushwork.api.Stylizer` (the style signals are
-computed once), the sound kept, the file written atomically. Decoding and encoding go through PyAV, which
-ships its own FFmpeg libraries.
+computed once), made consistent over time (:mod:`brushwork.temporal`), the sound kept, the file written
+atomically. Decoding and encoding go through PyAV, which ships its own FFmpeg libraries.
 """
 
 from __future__ import annotations
@@ -15,28 +15,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
 from .api import StyleInput, Stylizer
 from .errors import BrushworkError
 from .images import resize, to_image, to_tensor
+from .temporal import (DEFAULT_STRENGTH, DEFAULT_TEMPORAL, FLOW_SIDE, LONG_TERM_GAP, FlowFrame, Motion,
+                       TemporalFilter, WarpingErrors, WarpingMeter, check_temporal, estimate_motion, flow_frame)
 
 if TYPE_CHECKING:
     import av
 
 #: x264's constant rate factor: 0 is lossless, 51 the worst; 18 is about visually lossless.
 DEFAULT_CRF = 18
-#: Smoothing: the content change (mean absolute difference over RGB, in [0, 1]) at which it stops, so that
-#: pixels whose content changed this much or more take the new painted frame as it is. Measured on a 96x64
-#: clip (docs/BENCHMARKS.md, Video): 8 levels removes about 60 % of the flicker of still areas and costs
-#: moving ones about 1 dB of PSNR to the frame painted alone.
-SMOOTH_CHANGE_LIMIT = 8 / 255
-#: Sides, in pixels, of the windows over which the content change is averaged (noise) and then maximised
-#: (motion): see temporal_blend.
-NOISE_WINDOW = 5
-MOTION_WINDOW = 15
 #: FFmpeg demuxers that read still images: such inputs are images, not videos.
 _IMAGE_FORMATS = ("image2", "_pipe")
 
@@ -58,6 +50,11 @@ class VideoReport:
     #: Mean absolute difference between consecutive painted frames (0-255 levels, before encoding): flicker
     #: plus true motion; smoothing lowers it.
     frame_change: float
+    #: The temporal mode and its strength.
+    temporal: str = "none"
+    strength: float = 0.0
+    #: The output's warping errors and the input's own (None: not measured).
+    warping: WarpingErrors | None = None
 
     @property
     def fps(self) -> float:
@@ -72,34 +69,49 @@ class VideoInterrupted(KeyboardInterrupt):
         self.frames = frames
 
 
-def stylize_video(input: VideoSource, styles: StyleInput, output: str | os.PathLike, *,
-                  stylizer: Stylizer | None = None, smooth: float = 0.0, max_frames: int | None = None,
-                  crf: int = DEFAULT_CRF, progress: bool = True) -> VideoReport:
+def stylize_video(input: VideoSource, styles: StyleInput | None, output: str | os.PathLike, *,
+                  stylizer: Stylizer | None = None, temporal: str = DEFAULT_TEMPORAL,
+                  smooth: float = DEFAULT_STRENGTH, flow_size: int | None = FLOW_SIDE, measure: bool = True,
+                  long_term_gap: int = LONG_TERM_GAP, max_frames: int | None = None, crf: int = DEFAULT_CRF,
+                  progress: bool = True) -> VideoReport:
     """Paint every frame of a video with ``stylizer`` (default: MicroAST with its defaults) and write it to
     ``output``: H.264 (yuv420p, BT.709) in the container the extension names (.mp4, .mkv, .mov, ...).
 
     The frame rate and timestamps are the input's. ``stylizer.content_size`` resizes the frames; an odd width
     or height loses its last pixel column or row (yuv420p needs even sizes). Audio streams are copied
-    unchanged where the container can hold them, else re-encoded to AAC. ``smooth`` (0 to <1) reduces flicker:
-    each painted frame is blended with the previous output, with weight ``smooth`` where the content is still,
-    falling to 0 where it changed by ``SMOOTH_CHANGE_LIMIT`` or more (so moving things do not leave trails).
+    unchanged where the container can hold them, else re-encoded to AAC. A per-style model (johnson) takes no
+    ``styles`` (None or []).
+
+    ``temporal`` keeps the painting steady from frame to frame, by ``smooth`` (0 to <1, the weight of the past):
+    ``"flow"`` (the default) blends each painted frame with the previous output moved along the optical flow of
+    the input, wherever the flow is reliable, and starts afresh at scene cuts; ``"blend"`` blends with the
+    previous output where the picture is still only; ``"none"`` paints each frame alone. The flow is estimated
+    on frames scaled to ``flow_size`` pixels on their shorter side (None: full size). ``measure`` reports the
+    output's warping errors and the input's own (``report.warping``): short-term between consecutive frames,
+    long-term between frames ``long_term_gap`` apart (see :class:`brushwork.temporal.WarpingMeter`).
+
     ``max_frames`` paints only the first frames (and keeps the sound up to there), for previews. ``crf`` is
     x264's quality (lower: better, bigger). ``progress`` shows a progress bar on stderr.
 
     The output is written to a temporary file beside it and renamed at the end: a failed or interrupted run
     leaves whatever was there before. Ctrl-C raises :class:`VideoInterrupted`. Each style is encoded once (the
-    stylizer remembers paths and ``sample:NAME`` by name, images and arrays by their pixels).
+    stylizer remembers paths and ``sample:NAME`` by name, images and arrays by their pixels). Memory does not
+    grow with the video's length: the temporal filter and the measurement keep two earlier frames at most.
     """
-    if not 0.0 <= smooth < 1.0:
-        raise BrushworkError(f"smoothing must be at least 0 and below 1, not {smooth}")
+    check_temporal(temporal, smooth)
+    if flow_size is not None and flow_size < 8:
+        raise BrushworkError(f"the flow size must be at least 8 pixels, not {flow_size}")
+    if long_term_gap < 1:
+        raise BrushworkError(f"the long-term gap must be at least 1 frame, not {long_term_gap}")
     if max_frames is not None and max_frames < 1:
         raise BrushworkError(f"max frames must be at least 1, not {max_frames}")
     if not 0 <= crf <= 51:
         raise BrushworkError(f"crf must be between 0 and 51, not {crf}")
     stylizer = stylizer if stylizer is not None else Stylizer()
     if stylizer.method == "gatys":
-        raise BrushworkError("video needs a feed-forward method (microast or adain): gatys optimises each frame "
-                             "for minutes")
+        raise BrushworkError("video needs a feed-forward method (microast, adain, johnson or vst): gatys optimises "
+                             "each frame for minutes")
+    styles = _check_styles(stylizer, styles)
     import av  # FFmpeg's libraries load with the first video, not with brushwork
 
     output = Path(output)
@@ -109,13 +121,18 @@ def stylize_video(input: VideoSource, styles: StyleInput, output: str | os.PathL
         video.thread_type = "AUTO"
         end_time = _end_time(video, max_frames)
         temporary = _temporary_path(output)
-        painter = _Painter(stylizer, styles, smooth)
+        painter = FramePainter(stylizer, styles, [TemporalFilter(temporal, smooth)], flow=measure,
+                               flow_size=flow_size)
+        meter = WarpingMeter(long_term_gap) if measure else None
         try:
             with _Writer(temporary, output, video, source.streams.audio, crf) as writer, \
                     tqdm(total=_frame_count(source, video, max_frames), desc="stylising", unit="frame",
                          file=sys.stderr, disable=not progress) as bar:
                 for frame in _frames(source, video, writer, end_time, max_frames):
-                    writer.write_video(painter(frame.to_image()), frame)
+                    painted = painter(frame.to_image())
+                    writer.write_video(painted.outputs[0], frame)
+                    if meter is not None:
+                        meter.add(painted.content, painted.written[0], painted.motion)
                     bar.update()
                 if painter.frames == 0:
                     raise BrushworkError(f"{_label(input)}: no video frame could be decoded")
@@ -132,54 +149,72 @@ def stylize_video(input: VideoSource, styles: StyleInput, output: str | os.PathL
             temporary.unlink(missing_ok=True)
             raise
     return VideoReport(output, painter.frames, writer.width, writer.height, time.perf_counter() - start,
-                       writer.audio_mode, painter.mean_change)
+                       writer.audio_mode, painter.mean_change(0), temporal, smooth,
+                       meter.result() if meter is not None else None)
 
 
-def temporal_blend(painted: torch.Tensor, previous: torch.Tensor, content: torch.Tensor,
-                   previous_content: torch.Tensor, strength: float) -> torch.Tensor:
-    """Blend a painted frame towards the previous output, by ``strength`` where the content stayed still and
-    not at all where it changed by ``SMOOTH_CHANGE_LIMIT`` or more (1x3xHxW tensors in [0, 1]).
+@dataclass
+class PaintedFrame:
+    """One input frame painted, through each temporal filter."""
 
-    Run over a sequence this is an exponential moving average of the painted frames that restarts wherever
-    the picture moves, which removes the flicker of still areas without trails behind motion. The content's
-    change is averaged over a small window first (so that sensor noise does not count as motion), then spread
-    to its maximum over a larger one (so that the flat inside of a moving object, which barely changes from
-    frame to frame, moves with its edges).
+    #: The (resized, even) input frame, ready for flow (None when nothing needs the flow).
+    content: FlowFrame | None
+    #: The motion from the previous input frame (None: the first frame, a change of size, or no flow needed).
+    motion: Motion | None
+    #: One output per filter, as written (8 bits), and the same as 1x3xHxW tensors.
+    outputs: list[Image.Image]
+    written: list[torch.Tensor]
+
+
+class FramePainter:
+    """A clip's frames in order in, painted frames out (even sizes), through one or more temporal filters.
+
+    Each frame is painted once, and the flow between input frames is estimated once, whatever the number of
+    filters: an evaluation compares its settings on one painting. ``flow`` estimates the flow even when no filter
+    needs it (to measure). Only the previous frame is kept.
     """
-    change = (content - previous_content).abs().mean(dim=1, keepdim=True)
-    change = F.avg_pool2d(change, NOISE_WINDOW, stride=1, padding=NOISE_WINDOW // 2, count_include_pad=False)
-    for window in ((MOTION_WINDOW, 1), (1, MOTION_WINDOW)):  # a square maximum, in two cheaper passes
-        change = F.max_pool2d(change, window, stride=1, padding=(window[0] // 2, window[1] // 2))
-    weight = strength * (1.0 - change / SMOOTH_CHANGE_LIMIT).clamp(0.0, 1.0)
-    return torch.lerp(painted, previous, weight)
 
-
-class _Painter:
-    """Frames in, painted frames out (even sizes), smoothed over time when asked."""
-
-    def __init__(self, stylizer: Stylizer, styles: StyleInput, smooth: float):
-        self.stylizer, self.styles, self.smooth = stylizer, styles, smooth
+    def __init__(self, stylizer: Stylizer, styles: StyleInput | None, filters: Sequence[TemporalFilter], *,
+                 flow: bool = False, flow_size: int | None = FLOW_SIDE):
+        self.stylizer, self.styles, self.filters = stylizer, styles, list(filters)
+        self.flow = flow or any(f.needs_motion for f in self.filters)
+        self.flow_size = flow_size
         self.frames = 0
-        self.total_change = 0.0
-        self._previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (content, output)
+        self._changes = [0.0] * len(self.filters)
+        self._previous: tuple[torch.Tensor, FlowFrame | None, list[torch.Tensor]] | None = None
 
-    def __call__(self, frame: Image.Image) -> Image.Image:
-        # Resized here as the stylizer would, so that smoothing sees the content at the output's size.
+    def __call__(self, frame: Image.Image) -> PaintedFrame:
+        # Resized here as the stylizer would, so that the filters see the content at the output's size.
         content = resize(frame, self.stylizer.content_size, side=self.stylizer.resize_by)
         painted = _even(to_tensor(self.stylizer(content, self.styles)))
         content = _even(to_tensor(content))
-        if self._previous is not None and self._previous[0].shape == content.shape:
-            previous_content, previous_output = self._previous
-            if self.smooth:
-                painted = temporal_blend(painted, previous_output, content, previous_content, self.smooth)
-            self.total_change += float((painted - previous_output).abs().mean()) * 255.0
-        self._previous = (content, painted)
+        current = flow_frame(content, self.flow_size) if self.flow else None
+        previous = self._previous if self._previous is not None and self._previous[0].shape == content.shape else None
+        motion = estimate_motion(previous[1], current) if current is not None and previous is not None else None
+        images = [to_image(f(painted, content, motion)) for f in self.filters]
+        written = [to_tensor(image) for image in images]
+        if previous is not None:
+            for index, (output, earlier) in enumerate(zip(written, previous[2])):
+                self._changes[index] += float((output - earlier).abs().mean()) * 255.0
+        self._previous = (content, current, written)
         self.frames += 1
-        return to_image(painted)
+        return PaintedFrame(current, motion, images, written)
 
-    @property
-    def mean_change(self) -> float:
-        return self.total_change / (self.frames - 1) if self.frames > 1 else 0.0
+    def mean_change(self, index: int = 0) -> float:
+        """Mean absolute difference (0-255) between consecutive outputs of filter ``index``."""
+        return self._changes[index] / (self.frames - 1) if self.frames > 1 else 0.0
+
+
+def _check_styles(stylizer: Stylizer, styles: StyleInput | None) -> StyleInput | None:
+    """Refuse, before any work, styles that the model cannot take, or none where it needs them."""
+    given = styles is not None and (not isinstance(styles, (list, tuple)) or len(styles) > 0)
+    if getattr(stylizer.model, "needs_style", True):
+        if not given:
+            raise BrushworkError(f"give a style image: {stylizer.method} paints any style")
+        return styles
+    if given:
+        raise BrushworkError(f"a {stylizer.method} model paints the style it was trained on: give no style image")
+    return None
 
 
 class _Writer:

@@ -249,8 +249,8 @@ def _johnson(name: str, style: str, painting: str, sha256: str) -> Weights:
 #: sha256 of the networks brushwork trained and ships (see each model card).
 JOHNSON_SHA256 = {
     "johnson-la-muse": "3ad2a40df841cb4418116d62da3f456fe7e4ecc3b396dcf7c3e6c10e53f58f05",
-    "johnson-contrast-of-forms": "0404b9928d3e48a388120d8d45e854e28f818ed61fa15b6ea78949ccfd1ea213",
-    "johnson-brushstrokes": "87a009f9e064834f11f9e18c92847f4011c760ac15b704cdfc3aeca455f08271",
+    "johnson-contrast-of-forms": "12044bcc5eed216fddcdeeefa97cb0c870e1a5de8d283bb34c5915c9167d0a5c",
+    "johnson-brushstrokes": "a6844d994e7701d80fbaccd73a08113f62a653f43a205979c25ad85faae2d8f8",
 }
 VST_SHA256 = "ddb75f60054652d4415349bb64325051d36e72ea9ce9f040487048f3c610b360"
 

@@ -21,15 +21,16 @@ bfloat16 too: their rounding averages out in the style signals (global means); t
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import torch
 from torch import nn
 
 from ..devices import native_low_precision
 from ..functional import EPS, adaptive_instance_norm, mean_std
-from ..methods.microast import (SECOND_HALF_HALO, SIZE_MULTIPLE, MicroAST, MicroDecoder, MicroEncoder,
-                                Modulator, StyleSignals, encode_levels, pad_to, paint_in_tiles)
+from ..methods.microast import (EncodedContent, MicroAST, MicroDecoder, MicroEncoder, Modulator, StyleSignals,
+                                mixed_signals, pad_to)
+from ..methods.microast_tiles import SECOND_HALF_HALO, SIZE_MULTIPLE, encode_levels, paint_in_tiles
 from .fastconv import RING, inside, mean_from_window_sums, reflect_conv, refresh_ring, ring_conv, window_sums
 from .layers import FastConv, FastSequence, copy_of
 from .phase_head import PhaseHead
@@ -231,6 +232,18 @@ class FastMicroAST(nn.Module):
         else:
             output = self.decoder(tuple(_layout(level) for level in self.content_encoder(padded)), signals)
         return output[..., :height, :width]
+
+    def encode_content(self, content: torch.Tensor) -> EncodedContent:
+        """As :meth:`MicroAST.encode_content <brushwork.methods.microast.MicroAST.encode_content>`, keeping the
+        ringed deep map."""
+        features = self.content_encoder.rings(pad_to(content, SIZE_MULTIPLE))[1]
+        return EncodedContent(features, self.encode_style(content), *content.shape[-2:])
+
+    def stylize_encoded(self, content: EncodedContent, styles: Sequence[StyleSignals],
+                        style_weights: Sequence[float] | None = None, alpha: float = 1.0) -> torch.Tensor:
+        """As :meth:`MicroAST.stylize_encoded <brushwork.methods.microast.MicroAST.stylize_encoded>`."""
+        signals = mixed_signals(styles, style_weights, alpha, lambda: content.signals)
+        return self.decoder.ring_forward(content.features, signals)[..., :content.height, :content.width]
 
     decode_steps = staticmethod(MicroAST.decode_steps)
     tile_for = staticmethod(MicroAST.tile_for)

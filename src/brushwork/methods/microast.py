@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -26,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import BrushworkError, WeightsError
+from ..errors import WeightsError
 from ..functional import adaptive_instance_norm, blend, mean_std, normalize_weights
-from ..tiling import count_tiles, map_statistics, map_tiles, tile_for_budget
+from ..tiling import count_tiles, tile_for_budget
 from ..weights import read_state_dict
+from .microast_tiles import (ENCODER_HALO, IMAGE_BYTES_PER_PIXEL, SECOND_HALF_HALO, SIZE_MULTIPLE,
+                             TILE_BYTES_PER_PIXEL, WORKSPACE_BYTES, encode_levels, paint_in_tiles)
 
-#: The encoders halve the size twice, so the decoder works on sizes that are multiples of 4.
-SIZE_MULTIPLE = 4
 #: Smallest side the 9x9 reflection-padded input convolution accepts.
 MIN_SIDE = 8
 CHANNELS = 64
@@ -159,6 +158,17 @@ def mixed_signals(styles: Sequence[StyleSignals], style_weights: Sequence[float]
     return signals
 
 
+@dataclass(frozen=True)
+class EncodedContent:
+    """A content image as ``encode_content`` keeps it: the content encoder's features (both levels; the engine
+    keeps its ringed deep map), its own style signals, and its size before padding."""
+
+    features: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+    signals: StyleSignals
+    height: int
+    width: int
+
+
 # Decoder heads: everything after the two modulated residual blocks. The variant is told by the state dict.
 
 def _upsampling_stages(mode: str) -> list[nn.Module]:
@@ -242,25 +252,6 @@ class MicroDecoder(nn.Module):
         return self.dec3(self.dec2(x, signals.filter_weights[0], signals.filter_biases[0]))
 
 
-#: Receptive radius of each part, in pixels of its input, rounded up: the margin a tile needs to come out exact.
-#: Encoders (full resolution in, a quarter out): 9x9 conv, two stride-2 3x3 convs, four 3x3 convs at a quarter.
-ENCODER_HALO = 24
-#: The first FilterMod block: two 3x3 convolutions at a quarter of the resolution.
-FIRST_HALF_HALO = 2
-#: The second block and the head (in quarter-resolution pixels), by head: upsamplings, convolutions and the
-#: final 9x9 (15x15 for the tuned head).
-SECOND_HALF_HALO = {"bilinear": 6, "tuned": 10, "transposed": 6}
-#: Working memory of a tile, bytes per full-resolution pixel (the peak of the decoder's full-resolution stages),
-#: bytes per pixel the whole image needs whatever the tiling (the two quarter-resolution 64-channel maps kept
-#: between stages, the output, statistics), and what oneDNN and the allocator hold whatever the size. Measured
-#: on the CPU (peak resident memory, `brushwork bench`, tiles of 512 to 1440 px at 2048 px to 3840x2160).
-TILE_BYTES_PER_PIXEL = 300
-IMAGE_BYTES_PER_PIXEL = 56
-#: The dtype of the maps kept between the stages of tiled decoding.
-STORE_DTYPE = torch.float16
-WORKSPACE_BYTES = 300 * 2**20
-
-
 class MicroAST(nn.Module):
     """The whole network. ``forward(content, style)`` is the reference computation; :meth:`stylize` adds
     the controls (several styles with weights, ``alpha``), and both encoding and decoding run in tiles for
@@ -320,46 +311,25 @@ class MicroAST(nn.Module):
         signals = mixed_signals(styles, style_weights, alpha, lambda: self.encode_style(content, tile))
         return self.decode(content, signals, tile, progress)
 
+    def encode_content(self, content: torch.Tensor) -> EncodedContent:
+        """What painting one 1x3xHxW content image takes whatever the style: its features, and its own signals
+        (for ``alpha < 1``). Computed once, they let :meth:`stylize_encoded` paint it again and again with other
+        styles and alphas (a live preview) at the cost of the decoder alone. Untiled."""
+        features = self.content_encoder(pad_to(content, SIZE_MULTIPLE))
+        return EncodedContent(features, self.encode_style(content), *content.shape[-2:])
+
+    def stylize_encoded(self, content: EncodedContent, styles: Sequence[StyleSignals],
+                        style_weights: Sequence[float] | None = None, alpha: float = 1.0) -> torch.Tensor:
+        """:meth:`stylize` of a content image encoded by :meth:`encode_content`: the same output."""
+        signals = mixed_signals(styles, style_weights, alpha, lambda: content.signals)
+        return self.decoder(content.features, signals)[..., :content.height, :content.width]
+
     @staticmethod
     def tile_for(height: int, width: int, budget: int | None) -> int | None:
         """The tile side that keeps decoding an image of this size within ``budget`` bytes (None: no tiling)."""
         return tile_for_budget(height, width, budget, bytes_per_pixel=TILE_BYTES_PER_PIXEL,
                                fixed_bytes=IMAGE_BYTES_PER_PIXEL * height * width + WORKSPACE_BYTES,
                                multiple=SIZE_MULTIPLE)
-
-
-def encode_levels(encoder: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], image: torch.Tensor,
-                  tile: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both levels of an encoder's features of ``image``, whole or (``tile``) assembled from tiles."""
-    if tile is None or (tile >= image.shape[-2] and tile >= image.shape[-1]):
-        return encoder(image)
-    # both levels as one map, so that the tiles assemble them together
-    both = map_tiles(lambda piece: torch.cat(encoder(piece), dim=1), image, scale=Fraction(1, SIZE_MULTIPLE),
-                     tile=tile, halo=ENCODER_HALO, multiple=SIZE_MULTIPLE)
-    return both[:, :CHANNELS], both[:, CHANNELS:]
-
-
-def paint_in_tiles(padded: torch.Tensor, tile: int, *, encode: Callable, first_half: Callable, second_half: Callable,
-                   second_halo: int, progress: Callable[[int], None] | None = None) -> torch.Tensor:
-    """MicroAST's decoding of a padded content image in tiles, whatever runs the stages (this network, the fast
-    engine, ONNX Runtime): ``encode(tile)`` -> deep features, ``first_half(tile, own)`` and ``second_half(tile,
-    own)`` with ``own`` the statistics of the whole map they read. The two quarter-resolution maps kept between
-    stages are stored in float16 (measured: 58-63 dB PSNR to float32, values far inside its range), which halves
-    what the image needs.
-    """
-    quarter = max(1, tile // SIZE_MULTIPLE)
-    deep = map_tiles(encode, padded, scale=Fraction(1, SIZE_MULTIPLE), tile=tile, halo=ENCODER_HALO,
-                     multiple=SIZE_MULTIPLE, progress=progress, store=STORE_DTYPE)
-    own = map_statistics(deep)
-    hidden = map_tiles(lambda piece: first_half(piece.float(), own), deep, scale=1, tile=quarter,
-                       halo=FIRST_HALF_HALO, progress=progress, store=STORE_DTYPE)
-    del deep
-    own = map_statistics(hidden)
-    if not torch.isfinite(own[1]).all():  # out of float16's range: not seen on real images, but possible
-        raise BrushworkError("the features of this image overflow the tiled path's float16 maps; paint it "
-                             "with --max-memory none")
-    return map_tiles(lambda piece: second_half(piece.float(), own), hidden, scale=SIZE_MULTIPLE, tile=quarter,
-                     halo=second_halo, progress=progress)
 
 
 def pad_to(image: torch.Tensor, multiple: int) -> torch.Tensor:

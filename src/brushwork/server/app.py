@@ -16,6 +16,7 @@ import anyio
 import fastapi_offline
 import torch
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -23,15 +24,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from .. import __version__
 from ..errors import BrushworkError
-from . import routes
+from . import live, routes
 from .db import connect
-from .inference import InferenceQueue, ModelUnavailable, QueueFull
+from .inference import ClientGone, InferenceQueue, ModelUnavailable, QueueFull
 from .limits import RateLimit
+from .previews import PreviewClients
 from .settings import Settings
-from .storage import ImageStore
+from .storage import DISK_FULL, ImageStore, StorageFull, no_room
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("brushwork.server")
@@ -45,17 +48,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     data_dir.mkdir(parents=True, exist_ok=True)
     services = routes.Services(
         settings=settings,
-        store=ImageStore(data_dir / "images"),
+        store=ImageStore(data_dir / "images", settings.storage_quota),
         sessions=connect(settings.database),
         queue=InferenceQueue(settings.workers, settings.queue_size, settings.device, settings.weights_dirs),
         rng=random.Random(),
         limits=RateLimit(),
         decodes=asyncio.Semaphore(settings.concurrent_decodes),
+        previews=PreviewClients(settings.preview_clients, int(settings.preview_cache_mb * 2**20),
+                                keep=2 + routes.MAX_STYLES),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        removed = await run_in_threadpool(routes.remove_stray_files, services)
+        if removed:
+            log.warning("removed %d image files that no row names (left by an interrupted server)", removed)
+        cleaner = asyncio.create_task(clean_up_unused_uploads(services))
         yield
+        cleaner.cancel()
         services.queue.close()
         services.sessions.kw["bind"].dispose()
 
@@ -77,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: every refusal above has the headers too.
     app.add_middleware(SecurityHeaders, policy=content_security_policy(api_page_html))
     app.include_router(routes.router)
+    app.include_router(live.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The API page's Swagger UI (version 5, which reads OpenAPI 3.1) from a package, not a CDN: it works on a
     # machine with no internet.
@@ -93,6 +104,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     _add_error_handlers(app)
     return app
+
+
+async def clean_up_unused_uploads(services: routes.Services) -> None:
+    """Delete unused uploads past their grace period now, then every half grace period (at most every hour)."""
+    grace = services.settings.unused_upload_grace
+    while True:
+        try:
+            removed = await run_in_threadpool(routes.forget_unused_uploads, services, grace)
+            if removed:
+                log.info("deleted %d uploaded images that no result used within %g hours", removed, grace / 3600)
+        except Exception:  # the next sweep tries again; the server goes on
+            log.exception("the clean-up of unused uploads failed")
+        await asyncio.sleep(min(max(grace / 2, 0.5), 3600))
 
 
 def content_security_policy(api_page_html: bytes) -> str:
@@ -126,6 +150,15 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def bad_input(request: Request, error: BrushworkError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
 
+    @app.exception_handler(StorageFull)
+    async def no_room_left(request: Request, error: StorageFull) -> JSONResponse:
+        log.error("no room to store on %s %s: %s", request.method, request.url.path, error)
+        return JSONResponse({"detail": str(error)}, status_code=507)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, error: ClientGone) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=499)  # nginx's code; no one is there to read it
+
     @app.exception_handler(QueueFull)
     async def busy(request: Request, error: QueueFull) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "5"})
@@ -139,9 +172,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 class UnexpectedErrors:
-    """Any other exception as a JSON 500, its traceback in the server's log (only there), and the connection kept
-    open. (Starlette's own last handler raises the exception again after answering, and the server then drops the
-    connection without a ``Connection: close``: a keep-alive client's next request on it fails.)"""
+    """Any other exception as a JSON 500 (or 507 when it is a write that found the disk full), its traceback in
+    the server's log (only there), and the connection kept open. (Starlette's own last handler raises the
+    exception again after answering, and the server then drops the connection without a ``Connection: close``: a
+    keep-alive client's next request on it fails.)"""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -158,12 +192,17 @@ class UnexpectedErrors:
 
         try:
             await self.app(scope, receive, watched)
-        except Exception:
+        except Exception as error:
             if started:  # half an answer is out: only closing the connection can tell the client
                 raise
-            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            await JSONResponse({"detail": "internal server error; the server's log has the details"},
-                               status_code=500)(scope, receive, send)
+            if no_room(error):  # a write elsewhere than the gallery's (the study's rows, say) found the disk full
+                log.error("no room to store on %s %s: %s", scope["method"], scope["path"], error)
+                answer = JSONResponse({"detail": DISK_FULL}, status_code=507)
+            else:
+                log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+                answer = JSONResponse({"detail": "internal server error; the server's log has the details"},
+                                      status_code=500)
+            await answer(scope, receive, send)
 
 
 class SecurityHeaders:
@@ -220,7 +259,7 @@ class HostAndOriginCheck:
     machine's address (DNS rebinding) reaches nothing, and no answer (a redirect, say) is built on a name the
     operator did not choose. A POST, PUT, PATCH or DELETE that a browser sends from another origin's page (its
     Origin header, or Sec-Fetch-Site, says so) gets 403: another site cannot change anything here through its
-    visitors' browsers. Clients that are not browsers (curl, scripts) send neither header and are served.
+    visitors' browsers; nor open a WebSocket to it. Clients that are not browsers (curl, scripts) send neither header and are served.
     """
 
     WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -230,16 +269,20 @@ class HostAndOriginCheck:
         self.allowed = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
         host = headers.get("host", "")
-        if not self.allowed_host(host, DEFAULT_PORTS.get(scope["scheme"])):
-            refusal = JSONResponse({"detail": f"this server does not answer to the host name {host[:100]!r}; its "
-                                              "operator can allow it with --allowed-host"}, status_code=400)
-        elif scope["method"] in self.WRITES and not same_origin(headers, host):
-            refusal = JSONResponse({"detail": "a change sent from another site's page is refused; use this "
-                                              "server's own page"}, status_code=403)
+        websocket = scope["type"] == "websocket"
+        if not self.allowed_host(host, DEFAULT_PORTS.get(scope["scheme"].replace("ws", "http"))):
+            reason = f"this server does not answer to the host name {host[:100]!r}; its operator can allow it with " \
+                     "--allowed-host"
+            refusal = WebSocketClose(1008, reason) if websocket else JSONResponse({"detail": reason}, status_code=400)
+        # Browsers let any page open a WebSocket to any server (no same-origin rule for them): one from another
+        # site's page would spend this server's workers on that site's visitors, so it is refused like a write.
+        elif (websocket or scope["method"] in self.WRITES) and not same_origin(headers, host):
+            reason = "a change sent from another site's page is refused; use this server's own page"
+            refusal = WebSocketClose(1008, reason) if websocket else JSONResponse({"detail": reason}, status_code=403)
         else:
             return await self.app(scope, receive, send)
         await refusal(scope, receive, send)

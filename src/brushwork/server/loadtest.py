@@ -4,7 +4,8 @@
 
 Without ``--url`` it starts ``brushwork serve`` on a free port over a temporary data folder and stops it at the
 end. Reports requests/s and the median and 95th-percentile latency (upload, queue and stylisation together),
-next to the server's own stylisation time.
+next to the server's own stylisation time, and the server's peak resident memory (on Linux: of the server it
+started, or of ``--server-pid``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,20 @@ def _jpeg(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """The most resident memory process ``pid`` has held so far (Linux's VmHWM), in MB; None where unknown."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kilobytes = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return kilobytes / 1024 if kilobytes is not None else None
+
+
 @contextmanager
 def local_server(weights_dirs: list[str], clients: int):
-    """``brushwork serve`` in a subprocess, its queue deep enough that no client is turned away."""
+    """``brushwork serve`` in a subprocess, its queue deep enough that no client is turned away: its URL and
+    process id."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -56,7 +68,7 @@ def local_server(weights_dirs: list[str], clients: int):
                     if time.monotonic() > deadline or process.poll() is not None:
                         raise SystemExit("the server did not start")
                     time.sleep(0.2)
-            yield url
+            yield url, process.pid
         finally:
             process.terminate()
             process.wait(30)
@@ -91,6 +103,7 @@ async def run_load(url: str, clients: int, requests: int, form: dict, files: dic
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m brushwork.server.loadtest", description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="A running server [default: start one].")
+    parser.add_argument("--server-pid", type=int, help="The process of the --url server, for its peak memory.")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--size", type=int, default=512, help="Shorter side of the output.")
@@ -106,15 +119,19 @@ def main(argv: list[str] | None = None) -> None:
     form = {"size": str(args.size), "model": args.model, "format": args.format}
     if args.url:
         report = asyncio.run(run_load(args.url, args.clients, args.requests, form, files))
+        report["server_peak_rss_mb"] = peak_rss_mb(args.server_pid) if args.server_pid else None
     else:
-        with local_server(args.weights_dir, args.clients) as url:
+        with local_server(args.weights_dir, args.clients) as (url, pid):
             report = asyncio.run(run_load(url, args.clients, args.requests, form, files))
+            report["server_peak_rss_mb"] = peak_rss_mb(pid)
     report.update(machine=describe_machine(), size=args.size, model=args.model, format=args.format)
+    rss = report["server_peak_rss_mb"]
     print(f"{report['machine']}\n{args.model}, {args.size} px, {args.format}: {report['ok']} of {args.requests} "
           f"requests ok from {args.clients} clients (failed: {report['failed'] or 'none'}) "
           f"in {report['wall_s']:.1f} s; "
           f"{report['requests_per_s']:.2f} requests/s; latency median {report['latency_median_s']:.2f} s, "
-          f"p95 {report['latency_p95_s']:.2f} s; stylisation alone median {report['stylise_median_s']:.2f} s")
+          f"p95 {report['latency_p95_s']:.2f} s; stylisation alone median {report['stylise_median_s']:.2f} s; "
+          f"server peak memory {f'{rss:.0f} MB' if rss else 'unknown'}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 

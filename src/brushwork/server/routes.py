@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import math
 import random
+import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path as FilePath
 from typing import Annotated, Iterator, Literal
 
@@ -17,7 +21,7 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 from sqlalchemy import exists, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import weights as registry
@@ -26,14 +30,16 @@ from ..errors import ImageError
 from ..images import MAX_ASPECT, load_image, resize
 from ..samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample, load_sample
 from . import study
-from .db import Participant, Result, ResultInput, StoredImage, Trial, TrialItem
+from .db import Participant, Result, ResultInput, StoredImage, Trial, TrialItem, utcnow
 from .inference import InferenceQueue, Job
 from .limits import RateLimit
+from .previews import PreviewClients
 from .schemas import (ERRORS, STUDY_ERRORS, Answer, Health, ImageInfo, InputInfo, ModelInfo, NewParticipant,
                       ResultInfo, ResultPage, ResultUpdate, SampleInfo, StudyResults, TrialInfo, TrialItemInfo,
                       TrialRequest)
 from .settings import Settings
-from .storage import MEDIA_TYPES, ImageStore, Upload, check_header, decode_upload, encode
+from .storage import (DISK_FULL, MEDIA_TYPES, ImageStore, StorageFull, Upload, check_header, decode_upload, encode,
+                      no_room)
 
 IMAGE_PREFIX = "image:"
 #: Most style images mixed in one stylisation.
@@ -43,7 +49,10 @@ GATYS_NETWORKS = ("vgg16-hed", "vgg19", "vgg16")
 #: Largest id an INTEGER column holds everywhere (32 bits on PostgreSQL). A larger id names nothing, and a larger
 #: offset is past every result.
 MAX_INTEGER = 2**31 - 1
+#: Unused uploads deleted by one sweep at most (the store's lock is held meanwhile); the next sweep goes on.
+SWEEP_BATCH = 1000
 
+log = logging.getLogger("brushwork.server")
 router = APIRouter(prefix="/api", responses=ERRORS)
 
 
@@ -59,6 +68,9 @@ class Services:
     limits: RateLimit
     #: Bounds the uploads (and stored images) decoded at once: ``Settings.concurrent_decodes``.
     decodes: asyncio.Semaphore
+    #: The live studio's preview clients, and webcams connected.
+    previews: PreviewClients
+    live_connections: int = 0
 
 
 def get_services(request: Request) -> Services:
@@ -152,8 +164,11 @@ def image_info(image: StoredImage) -> ImageInfo:
 async def upload_image(services: ServicesDep, file: Annotated[UploadFile, File(description="An image file.")],
                        artwork: Annotated[bool, Form(description="A real artwork for the deception study.")] = False
                        ) -> ImageInfo:
-    """Store an image once, to use it by reference (``image:SHA256``) in later stylisations."""
-    upload, _ = await _decoded(services, *await _checked(services, [file]))
+    """Store an image once, to use it by reference (``image:SHA256``) in later stylisations. An image that no
+    stylisation uses (and that is not an artwork) is deleted after ``--unused-upload-hours``."""
+    checked = await _checked(services, [file])
+    services.store.check_room(len(checked[0][0]))
+    upload, _ = await _decoded(services, *checked)
 
     def store() -> ImageInfo:
         with services.sessions() as session:
@@ -173,6 +188,26 @@ def get_image(sha256: Sha256, services: ServicesDep, session: SessionDep) -> Fil
         raise HTTPException(404, f"no image {sha256}")
     return FileResponse(path, media_type=MEDIA_TYPES[image.extension],
                         headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+@router.get("/images/{sha256}/thumbnail", response_class=FileResponse, tags=["images"],
+            responses={200: {"content": {"image/jpeg": {}}}})
+async def get_thumbnail(sha256: Sha256, services: ServicesDep) -> FileResponse:
+    """A small JPEG of a stored image, for the gallery: made the first time it is asked for, then kept."""
+    def thumbnail() -> FilePath | None:
+        with services.sessions() as session:
+            image = session.get(StoredImage, sha256)
+            extension = image.extension if image else None
+        try:
+            return services.store.thumbnail(sha256, extension) if extension else None
+        except (FileNotFoundError, OSError):  # its file gone meanwhile, or unreadable
+            return None
+
+    async with services.decodes:
+        path = await run_in_threadpool(thumbnail)
+    if path is None:
+        raise HTTPException(404, f"no image {sha256}")
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
 Checked = tuple[bytes, str, str]  # an upload's bytes, name and format
@@ -212,6 +247,8 @@ def _add_upload(services: Services, session: Session, upload: Upload, artwork: b
     image = _add_image(services, session, upload.data, upload.extension, width=upload.width, height=upload.height,
                        origin="upload", name=upload.name[:255])
     image.artwork = image.artwork or artwork
+    if image.origin == "upload":  # an unused upload is kept for its grace period after its latest upload
+        image.created = utcnow()
     return image
 
 
@@ -240,6 +277,8 @@ def _committed(services: Services, session: Session, change):
                 for sha256, extension in written:
                     if session.get(StoredImage, sha256) is None:
                         services.store.remove(sha256, extension)
+                if isinstance(error, OperationalError) and no_room(error):  # the database's disk is full
+                    raise StorageFull(DISK_FULL) from error
                 if attempt or not isinstance(error, IntegrityError):
                     raise
 
@@ -252,6 +291,7 @@ Preserve = Literal["none", "luminance", "histogram"]
 @router.post("/stylize", status_code=201, response_model=ResultInfo, tags=["stylise"],
              dependencies=[single_valued("style", "style_ref")])
 async def stylize(
+    request: Request,
     services: ServicesDep,
     content: Annotated[UploadFile | None, File(description="Content image (or give content_ref).")] = None,
     content_ref: Annotated[str | None, Form(description="sample:NAME or image:SHA256.")] = None,
@@ -271,7 +311,8 @@ async def stylize(
 ) -> ResultInfo:
     """Paint the content in the style of the style image(s); the result joins the gallery.
 
-    Runs on a worker thread; when every worker is busy and the queue is full the answer is 503 at once.
+    Runs on a worker thread; when every worker is busy and the queue is full the answer is 503 at once. A request
+    whose client closes the connection before its stylisation starts is dropped, unpainted and unsaved.
     """
     settings = services.settings
     if model not in model_names():
@@ -292,8 +333,11 @@ async def stylize(
     else:
         weights = _parse_weights(style_weights, len(style) + len(style_ref))
 
-    with services.queue.admit() as place:  # a full queue refuses the request before anything is decoded
+    # A full queue refuses the request before anything is decoded.
+    with services.queue.admit() as place, _noticing_disconnect(request, place.client_gone):
         checked = await _checked(services, ([content] if content is not None else []) + style)
+        # Room for the uploads, and for the output (whose size is known only once painted): refused before the work.
+        services.store.check_room(sum(len(data) for data, _, _ in checked) + 1)
         pinned: list[str] = []
         try:
             refs = await run_in_threadpool(_pin_refs, services,
@@ -313,6 +357,22 @@ async def stylize(
         finally:
             with anyio.CancelScope(shield=True):  # also when the client went away
                 await run_in_threadpool(_unpin, services, pinned)
+
+
+@contextlib.contextmanager
+def _noticing_disconnect(request: Request, gone: threading.Event) -> Iterator[None]:
+    """Set ``gone`` if the client closes its connection meanwhile. (The request's body has been read: the next
+    message the server has for it is the disconnect.)"""
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
 
 
 def _save(services: Services, output: Image.Image, seconds: float, format: str, content_upload: Upload | None,
@@ -418,6 +478,7 @@ def _input_info(ref: str) -> InputInfo:
 def result_info(result: Result) -> ResultInfo:
     return ResultInfo(
         id=result.id, ref=IMAGE_PREFIX + result.image_sha256, url=f"/api/images/{result.image_sha256}",
+        thumbnail_url=f"/api/images/{result.image_sha256}/thumbnail",
         download_name=f"brushwork-{result.id}-{result.model}.{result.image.extension}",
         width=result.image.width, height=result.image.height, content=_input_info(result.content),
         styles=[_input_info(ref) for ref in result.styles], model=result.model, method=result.method,
@@ -469,12 +530,13 @@ def delete_result(result_id: int, services: ServicesDep, session: SessionDep) ->
         _forget_unused(services, session, candidates)
 
 
-def _forget_unused(services: Services, session: Session, candidates: set[str]) -> None:
+def _forget_unused(services: Services, session: Session, candidates: set[str]) -> int:
     """Delete the images among ``candidates`` that nothing refers to any more: rows first, files once committed,
-    all with the store's lock held. An image that a request in progress pinned goes when it is unpinned, if
-    still unused then.
+    all with the store's lock held; the number deleted. An image that a request in progress pinned goes when it is
+    unpinned, if still unused then.
 
-    A file outlives its rows only if the process dies in between; it is then unreferenced, never missing.
+    A file outlives its rows only if the process dies in between; it is then unreferenced, never missing, and
+    ``remove_stray_files`` removes it at the next start.
     """
     store = services.store
     with store.lock:
@@ -495,6 +557,36 @@ def _forget_unused(services: Services, session: Session, candidates: set[str]) -
         session.commit()
         for sha256, extension in unused:
             store.remove(sha256, extension)
+    return len(unused)
+
+
+def forget_unused_uploads(services: Services, grace_s: float) -> int:
+    """Delete the uploaded images that nothing uses (no result, trial or the pool of artworks) and that were
+    uploaded more than ``grace_s`` seconds ago: an image uploaded to be used by reference has that long to be
+    used. Returns how many went; at most SWEEP_BATCH."""
+    cutoff = utcnow() - timedelta(seconds=grace_s)
+    used = or_(exists().where(Result.image_sha256 == StoredImage.sha256),
+               exists().where(ResultInput.image_sha256 == StoredImage.sha256),
+               exists().where(TrialItem.image_sha256 == StoredImage.sha256))
+    with services.sessions() as session:
+        candidates = set(session.scalars(
+            select(StoredImage.sha256).where(StoredImage.origin == "upload", StoredImage.artwork.is_(False),
+                                             StoredImage.created < cutoff, ~used).limit(SWEEP_BATCH)))
+        return _forget_unused(services, session, candidates) if candidates else 0
+
+
+def remove_stray_files(services: Services) -> int:
+    """Remove the files of the store that no row names: left by a process killed between writing a file and
+    committing its row, or while writing it (a temporary ``.*.part``). For the start, before any request: none of
+    them can then belong to a request in progress (one server per data folder). Returns how many went."""
+    store = services.store
+    with services.sessions() as session:
+        known = {store.path(sha256, extension)
+                 for sha256, extension in session.execute(select(StoredImage.sha256, StoredImage.extension))}
+    stray = [path for path in store.files() if path not in known]
+    for path in stray:
+        store.remove_file(path)
+    return len(stray)
 
 
 # ---------------------------------------------------------------------------------------------- study
@@ -624,4 +716,5 @@ def study_answers(session: SessionDep) -> Response:
 @router.get("/health", response_model=Health, tags=["about"])
 def health(services: ServicesDep) -> Health:
     queue = services.queue
-    return Health(status="ok", workers=queue.workers, pending=queue.pending, capacity=queue.capacity)
+    return Health(status="ok", workers=queue.workers, pending=queue.pending, capacity=queue.capacity,
+                  dropped=queue.dropped, stored_bytes=services.store.used, storage_quota=services.store.quota)

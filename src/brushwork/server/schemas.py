@@ -13,7 +13,7 @@ class Error(BaseModel):
 
 
 #: Error answers every endpoint may give, for the OpenAPI description.
-ERRORS = {status: {"model": Error} for status in (400, 403, 404, 409, 413, 415, 422, 500, 503)}
+ERRORS = {status: {"model": Error} for status in (400, 403, 404, 409, 413, 415, 422, 500, 503, 507)}
 #: And those of the study's requests that carry a participant token or count against a rate.
 STUDY_ERRORS = {status: {"model": Error} for status in (401, 429)}
 
@@ -57,6 +57,7 @@ class ResultInfo(BaseModel):
     id: int
     ref: str = Field(description="The output as an input of another stylisation.")
     url: str
+    thumbnail_url: str = Field(description="A small JPEG of the output, for lists.")
     download_name: str
     width: int
     height: int
@@ -169,3 +170,7 @@ class Health(BaseModel):
     workers: int
     pending: int = Field(description="Stylisations running or waiting.")
     capacity: int = Field(description="Beyond this many pending, requests are refused with 503.")
+    dropped: int = Field(description="Stylisations dropped since the server started because their client closed "
+                                     "the connection before they began.")
+    stored_bytes: int = Field(description="Bytes of the image files stored.")
+    storage_quota: int | None = Field(description="Most bytes of image files kept; beyond it, 507.")

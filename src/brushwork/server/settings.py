@@ -32,6 +32,11 @@ class Settings:
     concurrent_decodes: int = 2
     #: Shorter side of an output, in pixels: the largest a client may ask for.
     max_size: int = 2048
+    #: Most bytes of image files kept in ``data_dir`` (None: as many as the disk holds); a request that would store
+    #: more gets 507. Deleting results makes room.
+    storage_quota: int | None = 10 * 10**9
+    #: Seconds an uploaded image that no result uses (and that is not an artwork of the study) is kept.
+    unused_upload_grace: float = 24 * 3600.0
     #: Stylisations running at once; more only help with a GPU or many cores.
     workers: int = 1
     #: Requests that may wait for a worker; beyond that the server answers 503 at once.
@@ -47,6 +52,20 @@ class Settings:
     #: (trials and answers): beyond them, 429. A trial takes a person several seconds to judge.
     study_requests_per_address: int = 120
     study_requests_per_participant: int = 20
+
+    #: The live studio (``/api/preview``, the webcam's ``/api/live``). Largest preview, shorter side in pixels.
+    preview_max_size: int = 768
+    #: Clients whose preview encodings (content features, style signals) are kept, and the most bytes of them
+    #: kept for one client: together they bound the memory of live previews.
+    preview_clients: int = 8
+    preview_cache_mb: float = 64.0
+    #: Webcam connections open at once; each holds one frame waiting and its model's style signals.
+    live_connections: int = 4
+    #: Largest webcam frame: bytes of its file, and its longer side in pixels.
+    live_max_frame_bytes: int = 1_000_000
+    live_max_side: int = 640
+    #: Frames a second one connection may send; a faster client is disconnected.
+    live_max_fps: float = 30.0
 
     @property
     def database(self) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import shutil
+import sqlite3
 import struct
 import tempfile
 import threading
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import HTTPException
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
 from ..images import load_image
@@ -26,52 +29,155 @@ from ..images import load_image
 #: name), anything else is stored as a PNG of its decoded pixels. MPO is a JPEG with more pictures after the
 #: first (phones write it): browsers and stylisations use its first picture, the only one kept.
 FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "png", "TIFF": "png", "BMP": "png", "GIF": "png"}
+#: Longest side of a gallery thumbnail, in pixels (sharp on a high-density screen at the gallery's card size).
+THUMBNAIL_SIDE = 480
 #: Stored images of earlier versions may still be WebP.
 MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+#: How a write that finds no room fails: a full disk, a user's disk quota, a limit on the size of a file.
+NO_ROOM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class StorageFull(Exception):
+    """No room to store what a request made: the disk, or this server's storage quota, is full. Nothing of the
+    request was kept."""
+
+
+def no_room(error: BaseException) -> bool:
+    """Whether ``error``, or the error it came from, is a write that found no room: a file write failing with
+    ENOSPC, EDQUOT or EFBIG, or SQLite's "database or disk is full"."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_ROOM_ERRNOS:
+            return True
+        if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        error = getattr(error, "orig", None) or error.__cause__  # SQLAlchemy keeps the driver's error in .orig
+    return False
+
+
+DISK_FULL = ("the server has no room left on its disk: nothing of this request was saved; try again once its "
+             "operator has made room")
+
+
+def megabytes(count: int) -> str:
+    return f"{count / 1e6:,.1f} MB"
 
 
 class ImageStore:
     """Content-addressed files: the same image is stored once, and a name never changes what it points to.
 
-    A file appears whole or not at all: it is written to a temporary file beside its place, then renamed.
+    A file appears whole or not at all: it is written to a temporary file beside its place, flushed to disk, then
+    renamed (``put``, the one way files are written). A write that finds no room (a full disk, or more than
+    ``quota`` bytes in all) raises ``StorageFull`` and leaves nothing behind.
 
     A file is removed only when no row refers to it and no request in progress uses it: the rows that refer to
     files change, and unused files are removed, with ``lock`` held (so a file never goes between a check that it
     is there and the commit of a row pointing to it), and a request pins the stored images it paints from.
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, quota: int | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        #: Most bytes of files kept in all (None: as many as the disk holds).
+        self.quota = quota
         self.lock = threading.RLock()
         self._pins: Counter[str] = Counter()
         #: Pinned images that lost their last row meanwhile: for the caller of ``unpin`` to remove if still unused.
         self._unused_when_unpinned: set[str] = set()
+        #: Bytes of the files stored: counted once here, then kept up to date by ``put`` and ``remove``.
+        self.used = sum(path.stat().st_size for path in self.files())
 
     def path(self, sha256: str, extension: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.{extension}"
 
+    def files(self) -> list[Path]:
+        """Every file in the store, temporary ones included."""
+        return [path for path in self.root.glob("*/*") if path.is_file()]
+
+    def check_room(self, size: int) -> None:
+        """Refuse with StorageFull, before any work, a request that needs ``size`` bytes more than the quota or
+        the disk has left."""
+        self._check_quota(size)
+        if shutil.disk_usage(self.root).free < size:
+            raise StorageFull(DISK_FULL)
+
+    def _check_quota(self, size: int) -> None:
+        if self.quota is not None and self.used + size > self.quota:
+            raise StorageFull(f"this server's storage quota of {megabytes(self.quota)} is used up "
+                              f"({megabytes(self.used)} stored): nothing of this request was saved; delete results "
+                              f"from the gallery to make room")
+
     def put(self, data: bytes, extension: str) -> str:
-        """Store ``data`` (if not already there) and return its sha256."""
+        """Store ``data`` (if not already there) and return its sha256; StorageFull, with nothing left behind,
+        when there is no room for it."""
         sha256 = hashlib.sha256(data).hexdigest()
         path = self.path(sha256, extension)
-        if path.is_file():
-            return sha256
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with self.lock:
+            if path.is_file():
+                return sha256
+            self._check_quota(len(data))
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=path.parent)
+            except OSError as error:
+                if no_room(error):
+                    raise StorageFull(DISK_FULL) from error
+                raise
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temporary, path)
+            except BaseException as error:
+                Path(temporary).unlink(missing_ok=True)
+                if no_room(error):
+                    raise StorageFull(DISK_FULL) from error
+                raise
+            self.used += len(data)
+            _sync_folder(path.parent)  # the rename, too, is on disk before the row that names the file is
         return sha256
 
     def remove(self, sha256: str, extension: str) -> None:
-        self.path(sha256, extension).unlink(missing_ok=True)
+        self.remove_file(self.path(sha256, extension))
+        self.thumbnail_path(sha256).unlink(missing_ok=True)
+
+    def thumbnail_path(self, sha256: str) -> Path:
+        """Where the thumbnail of a stored image is kept (outside the quota: a few kB each, one per image)."""
+        return self.root / "thumbnails" / sha256[:2] / f"{sha256}.jpg"
+
+    def thumbnail(self, sha256: str, extension: str) -> Path:
+        """The thumbnail of a stored image (a JPEG within THUMBNAIL_SIDE px), made the first time it is asked
+        for and kept; FileNotFoundError when the image is not in the store."""
+        path = self.thumbnail_path(sha256)
+        if path.is_file():
+            return path
+        with Image.open(self.path(sha256, extension)) as image:
+            image.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))  # a JPEG decodes at a fraction of its size
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+            data = encode(image, "jpg")
+        with self.lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=path.parent)
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    file.write(data)
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        return path
+
+    def remove_file(self, path: Path) -> None:
+        with self.lock:
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                return
+            self.used -= size
 
     def pin(self, sha256s: list[str]) -> None:
         """Keep these images (row and file) until ``unpin``, whatever is deleted meanwhile."""
@@ -94,6 +200,14 @@ class ImageStore:
             unused = released & self._unused_when_unpinned
             self._unused_when_unpinned -= unused
             return unused
+
+
+def _sync_folder(folder: Path) -> None:
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 @dataclass

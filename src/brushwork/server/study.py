@@ -111,7 +111,7 @@ def _preference_items(session: Session, count: int, rng: random.Random) -> list[
     candidates = [conditions for conditions in groups.values() if len(conditions) >= 2]
     if not candidates:
         raise HTTPException(409, "a preference trial needs at least two stylisations of the same content and "
-                                 "style made with different models or settings; make some on the Stylise page")
+                                 "style made with different models or settings; make some in the Studio")
     conditions = rng.choice(candidates)
     chosen = rng.sample(sorted(conditions), min(count, len(conditions)))
     return [_stylisation(rng.choice(conditions[name])) for name in chosen]
@@ -122,7 +122,7 @@ def _deception_items(session: Session, count: int, rng: random.Random) -> list[T
     artworks = list(session.scalars(select(StoredImage).where(StoredImage.artwork)))
     if not results or not artworks:
         raise HTTPException(409, "a deception trial needs at least one stylisation and one real artwork; upload a "
-                                 "painting as a style on the Stylise page (or add artworks to the study)")
+                                 "painting as a style in the Studio (or add artworks to the study)")
     unique = list({r.image_sha256: r for r in results}.values())
     fakes = rng.sample(unique, min(len(unique), max(1, count - count // 2)))
     # A stylisation next to its own style image is too easy to tell apart: prefer other artworks.

@@ -55,15 +55,103 @@ function settingsText(result) {
 function showPage() {
   const name = (location.hash || "#stylise").slice(1);
   for (const page of document.querySelectorAll(".page")) page.hidden = page.id !== name;
+  if (name !== "live" && live.socket) stopLive();  // the camera runs only while its tab is shown
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.hash === `#${name}`);
   const load = { gallery: loadGallery, results: loadResults, study: loadArtworks }[name];
   if (load) load();
 }
 
-// ------------------------------------------------------------------------------------------------ stylise
+// ------------------------------------------------------------------------------------------------ stage
 
-/** Each picker holds a sample, an uploaded file, or a stored image (chosen from the gallery). */
+/** A painting fitted to its viewport (or at 100 %), over the photo it came from, with a draggable divider
+ * between the two (pointer or keyboard) when comparing. */
+class Stage {
+  constructor(root) {
+    this.root = root;
+    this.viewport = root.querySelector(".viewport");
+    this.frame = root.querySelector(".frame");
+    this.before = root.querySelector(".before");
+    this.after = root.querySelector(".after");
+    this.divider = root.querySelector(".divider");
+    this.zoomButton = root.querySelector(".zoom");
+    this.compareBox = root.querySelector(".compare");
+    this.split = 50;
+    this.after.addEventListener("load", () => this.fit());
+    new ResizeObserver(() => this.fit()).observe(this.viewport);
+    this.zoomButton.addEventListener("click", () => this.zoom(!this.root.classList.contains("actual-size")));
+    this.compareBox.addEventListener("change", () => this.compare(this.compareBox.checked));
+    this.divider.addEventListener("pointerdown", (event) => {
+      event.preventDefault();  // no text selection while dragging
+      const move = (e) => this.setSplit(this.percentAt(e.clientX));
+      const stop = () => { window.removeEventListener("pointermove", move); window.removeEventListener("pointerup", stop); };
+      window.addEventListener("pointermove", move);
+      window.addEventListener("pointerup", stop);
+    });
+    this.frame.addEventListener("click", (event) => {
+      if (this.root.classList.contains("comparing") && event.target !== this.divider) this.setSplit(this.percentAt(event.clientX));
+    });
+    this.divider.addEventListener("keydown", (event) => {
+      const step = event.shiftKey ? 10 : 2;
+      const next = { ArrowLeft: this.split - step, ArrowRight: this.split + step, Home: 0, End: 100 }[event.key];
+      if (next === undefined) return;
+      event.preventDefault();
+      this.setSplit(next);
+    });
+    this.setSplit(50);
+  }
+
+  /** Show the painting at ``afterUrl`` over the photo at ``beforeUrl``. */
+  show(afterUrl, beforeUrl) {
+    if (beforeUrl !== undefined && this.before.getAttribute("src") !== beforeUrl) this.before.src = beforeUrl;
+    this.after.src = afterUrl;
+  }
+
+  percentAt(clientX) {
+    const box = this.frame.getBoundingClientRect();
+    return (100 * (clientX - box.left)) / box.width;
+  }
+
+  setSplit(percent) {
+    this.split = Math.round(Math.min(100, Math.max(0, percent)));
+    this.frame.style.setProperty("--split", `${this.split}%`);
+    this.divider.setAttribute("aria-valuenow", this.split);
+    this.divider.setAttribute("aria-valuetext", `photo to ${this.split} %, painting after`);
+  }
+
+  compare(on) {
+    this.compareBox.checked = on;
+    this.root.classList.toggle("comparing", on);
+    if (!on) this.frame.style.setProperty("--split", "0%");
+    else this.setSplit(this.split);
+  }
+
+  zoom(actualSize) {
+    this.root.classList.toggle("actual-size", actualSize);
+    this.zoomButton.setAttribute("aria-pressed", actualSize);
+    this.zoomButton.textContent = actualSize ? "Fit to the window" : "Zoom to 100 %";
+    this.fit();
+  }
+
+  /** The frame at the painting's size (100 %) or as large as the viewport holds, its shape kept. */
+  fit() {
+    const { naturalWidth: width, naturalHeight: height } = this.after;
+    if (!width) return;
+    const scale = this.root.classList.contains("actual-size") ? 1
+      : Math.min(this.viewport.clientWidth / width, this.viewport.clientHeight / height);
+    this.frame.style.width = `${Math.floor(width * scale)}px`;
+    this.frame.style.height = `${Math.floor(height * scale)}px`;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ studio
+
+/** Each picker holds a sample or a stored image (a reference: uploads are stored once, when chosen), and the
+ * chosen file when there is one (sent again on saving, which makes an uploaded style a study artwork). */
 const pickers = {};
+/** Identifies this page's previews: the server keeps their encodings, and drops one superseded by a newer. */
+const CLIENT_ID = crypto.randomUUID().replaceAll("-", "");
+const PREVIEW_SIZE = 512;
+let studio;
 
 function setUpPicker(fieldset, samples) {
   const role = fieldset.dataset.role;
@@ -82,6 +170,7 @@ function setUpPicker(fieldset, samples) {
     preview.hidden = !choice;
     if (choice) preview.src = choice.preview;
     if (role === "style2") document.querySelector(".needs-style2").hidden = !choice;
+    document.dispatchEvent(new Event("settings-changed"));
   };
   picker.useRef = (ref, url) => {
     file.value = "";
@@ -93,52 +182,129 @@ function setUpPicker(fieldset, samples) {
     const sample = samples.find((s) => s.ref === select.value);
     picker.show(sample ? { ref: sample.ref, preview: sample.url } : null);
   });
-  file.addEventListener("change", () => {
+  file.addEventListener("change", async () => {
     if (!file.files.length) return select.dispatchEvent(new Event("change"));
+    const chosen = file.files[0];
     select.value = "";
-    picker.show({ file: file.files[0], preview: URL.createObjectURL(file.files[0]) });
+    const body = new FormData();
+    body.append("file", chosen);
+    try {
+      const image = await api("/api/images", { method: "POST", body });
+      picker.show({ file: chosen, ref: image.ref, preview: URL.createObjectURL(chosen) });
+    } catch (error) {
+      say("stylise-status", error.message, true);
+    }
   });
   select.dispatchEvent(new Event("change"));
   pickers[role] = picker;
 }
 
-async function setUpStylise() {
+async function setUpStudio() {
   const [samples, models] = await Promise.all([api("/api/samples"), api("/api/models")]);
-  for (const fieldset of document.querySelectorAll(".picker")) setUpPicker(fieldset, samples);
+  studio = new Stage(document.getElementById("studio-stage"));
   const modelSelect = document.getElementById("model");
   for (const model of models.filter((m) => m.kind === "model")) {
     modelMethods[model.name] = model.method;
-    const notes = [model.default ? "default" : "", model.method === "gatys" ? "slow" : "",
+    const notes = [model.default ? "default" : "", model.method === "gatys" ? "slow, not live" : "",
                    model.available ? "" : "not installed"].filter(Boolean).join(", ");
     modelSelect.append(el("option", { value: model.name, selected: model.default }, model.name + (notes ? ` (${notes})` : "")));
   }
+  for (const fieldset of document.querySelectorAll(".picker")) setUpPicker(fieldset, samples);
   const form = document.getElementById("stylise-form");
   for (const [input, output] of [[form.alpha, "alpha-value"], [document.getElementById("mix"), "mix-value"]]) {
     input.addEventListener("input", () => { document.getElementById(output).textContent = input.value; });
   }
-  form.addEventListener("submit", (event) => { event.preventDefault(); stylise(form); });
+  // A slider repaints when released (and while dragged, as fast as the previews come back); a menu at once.
+  for (const control of [form.alpha, document.getElementById("mix")]) {
+    control.addEventListener("input", () => requestPreview());
+    control.addEventListener("change", () => requestPreview());
+  }
+  for (const control of [form.model, form.preserve_color, document.getElementById("live-preview")]) {
+    control.addEventListener("change", () => requestPreview());
+  }
+  document.addEventListener("settings-changed", () => requestPreview());
+  form.addEventListener("submit", (event) => { event.preventDefault(); save(form); });
+  setUpLive(samples, models);
+  requestPreview();
 }
 
-async function stylise(form) {
-  const body = new FormData();
-  const content = pickers.content.choice;
+/** The studio's settings: content, styles (in order) and their weights, model, alpha, colours. */
+function studioSettings(form) {
+  const content = pickers.content?.choice;
   // A per-style network (johnson) has its style in its weights: it takes no style image.
   const perStyle = modelMethods[form.model.value] === "johnson";
-  const styles = perStyle ? [] : [pickers.style.choice, pickers.style2.choice].filter(Boolean);
-  if (!content || (!perStyle && !styles.length)) return say("stylise-status", "Pick a content and a style image.", true);
-  if (content.file) body.append("content", content.file);
-  else body.append("content_ref", content.ref);
+  const styles = perStyle ? [] : [pickers.style?.choice, pickers.style2?.choice].filter(Boolean);
+  const second = Number(document.getElementById("mix").value);
+  const weights = styles.length === 2 ? styles.map((s) => (s === pickers.style2.choice ? second : 1 - second)) : null;
+  const ready = Boolean(content && content.ref && (perStyle || styles.length) && styles.every((s) => s.ref));
+  return { ready, content, styles, weights, perStyle, model: form.model.value, alpha: Number(form.alpha.value),
+           preserve_color: form.preserve_color.value };
+}
+
+/** One preview at a time: a change while one is painted asks for another once it is back (the newest settings
+ * only, so a dragged slider never queues up stale work). */
+const previewState = { busy: false, again: false, shown: null };
+
+async function requestPreview() {
+  if (previewState.busy) { previewState.again = true; return; }
+  const form = document.getElementById("stylise-form");
+  const settings = studioSettings(form);
+  if (!settings.ready || !document.getElementById("live-preview").checked || modelMethods[settings.model] === "gatys") {
+    if (modelMethods[settings.model] === "gatys") say("preview-status", "Gatys is too slow to preview: save to paint it.");
+    return;
+  }
+  previewState.busy = true;
+  previewState.again = false;
+  studio.root.classList.add("updating");
+  const started = performance.now();
+  try {
+    const body = { client: CLIENT_ID, content: settings.content.ref, styles: settings.styles.map((s) => s.ref),
+                   style_weights: settings.weights, model: settings.model, alpha: settings.alpha,
+                   preserve_color: settings.preserve_color, size: PREVIEW_SIZE };
+    const response = await fetch("/api/preview", { method: "POST", headers: { "Content-Type": "application/json" },
+                                                   body: JSON.stringify(body) });
+    if (response.ok) {
+      const url = URL.createObjectURL(await response.blob());
+      const loaded = new Promise((resolve) => studio.after.addEventListener("load", resolve, { once: true }));
+      studio.show(url, settings.content.preview);
+      await loaded;
+      if (previewState.shown) URL.revokeObjectURL(previewState.shown);
+      previewState.shown = url;
+      const painted = Number(response.headers.get("X-Paint-Seconds"));
+      say("preview-status", `Preview ${studio.after.naturalWidth}×${studio.after.naturalHeight}: painted in ` +
+          `${(painted * 1000).toFixed(0)} ms, on screen in ${(performance.now() - started).toFixed(0)} ms`);
+      // For measurements (the browser test): when the new pixels were ready, with the settings they show.
+      document.dispatchEvent(new CustomEvent("preview-shown", { detail: { at: performance.now(), alpha: settings.alpha } }));
+    } else if (response.status !== 409) {  // 409: superseded by a newer preview, which is on its way
+      let message = `${response.status} ${response.statusText}`;
+      try { message = (await response.json()).detail || message; } catch { /* not JSON */ }
+      say("preview-status", message, true);
+    }
+  } catch (error) {
+    say("preview-status", error.message, true);
+  } finally {
+    previewState.busy = false;
+    studio.root.classList.remove("updating");
+    if (previewState.again) requestPreview();
+  }
+}
+
+async function save(form) {
+  const settings = studioSettings(form);
+  if (!settings.content || (!settings.perStyle && !settings.styles.length)) {
+    return say("stylise-status", "Pick a content and a style image.", true);
+  }
+  const body = new FormData();
+  if (settings.content.file) body.append("content", settings.content.file);
+  else body.append("content_ref", settings.content.ref);
   // The API takes uploaded styles first, then references: send them in that order, weights to match.
-  const ordered = [...styles.filter((s) => s.file), ...styles.filter((s) => !s.file)];
-  for (const style of ordered) {
+  const order = [...settings.styles.keys()].sort((a, b) => Boolean(settings.styles[b].file) - Boolean(settings.styles[a].file));
+  for (const index of order) {
+    const style = settings.styles[index];
     if (style.file) body.append("style", style.file);
     else body.append("style_ref", style.ref);
   }
-  if (ordered.length === 2) {
-    const second = Number(document.getElementById("mix").value);
-    const share = (style) => (style === pickers.style2.choice ? second : 1 - second);
-    body.append("style_weights", ordered.map(share).join(","));
-  }
+  if (settings.weights) body.append("style_weights", order.map((index) => settings.weights[index]).join(","));
   for (const name of ["model", "alpha", "preserve_color", "size", "format", "title"]) body.append(name, form[name].value);
 
   const button = document.getElementById("stylise-button");
@@ -148,12 +314,14 @@ async function stylise(form) {
   say("stylise-status", "Painting…");
   try {
     const result = await api("/api/stylize", { method: "POST", body });
-    say("stylise-status", `Done in ${result.seconds.toFixed(2)} s (${((performance.now() - started) / 1000).toFixed(2)} s with upload and queue).`);
-    const target = document.getElementById("stylise-result");
-    target.replaceChildren(el("figure", { "data-id": result.id },
-      el("img", { src: result.url, alt: "stylised result" }),
-      el("figcaption", {}, settingsText(result), " ",
-         el("a", { href: result.url, download: result.download_name, class: "download" }, "Download"))));
+    say("stylise-status", `Done in ${result.seconds.toFixed(2)} s (${((performance.now() - started) / 1000).toFixed(2)} s with upload and queue). Saved to the gallery.`);
+    studio.show(result.url, settings.content.preview);
+    say("preview-status", `Saved result ${result.width}×${result.height}`);
+    document.getElementById("stylise-result").replaceChildren(el("figure", { "data-id": result.id },
+      el("img", { src: result.url, alt: "saved result" }),
+      el("figcaption", {}, `#${result.id} · `, settingsText(result), " ",
+         el("a", { href: result.url, download: result.download_name, class: "download" }, "Download"), " ",
+         el("button", { type: "button", onclick: () => openViewer(result) }, "Open"))));
   } catch (error) {
     say("stylise-status", error.message, true);
   } finally {
@@ -162,9 +330,158 @@ async function stylise(form) {
   }
 }
 
+// ------------------------------------------------------------------------------------------------ live
+
+/** The camera painted through the server's WebSocket: one frame out, the next sent when it is back. */
+const live = { socket: null, stream: null, canvas: document.createElement("canvas"), painted: [], waiting: false,
+               shown: null };
+
+function setUpLive(samples, models) {
+  const style = document.getElementById("live-style");
+  for (const sample of samples) style.append(el("option", { value: sample.ref }, sample.description));
+  style.value = "sample:ihc";
+  const model = document.getElementById("live-model");
+  for (const m of models.filter((m) => m.kind === "model" && m.method !== "gatys")) {
+    model.append(el("option", { value: m.name, selected: m.default }, m.name + (m.available ? "" : " (not installed)")));
+  }
+  for (const [input, output] of [["live-alpha", "live-alpha-value"], ["live-smooth", "live-smooth-value"]]) {
+    const node = document.getElementById(input);
+    node.addEventListener("input", () => { document.getElementById(output).textContent = node.value; });
+  }
+  for (const id of ["live-style", "live-model", "live-alpha", "live-smooth"]) {
+    document.getElementById(id).addEventListener("change", sendLiveSettings);
+  }
+  document.getElementById("live-start").addEventListener("click", startLive);
+  document.getElementById("live-stop").addEventListener("click", stopLive);
+  document.getElementById("live-snapshot").addEventListener("click", snapshot);
+}
+
+function liveSettings() {
+  const model = document.getElementById("live-model").value;
+  const perStyle = modelMethods[model] === "johnson";
+  return { model, styles: perStyle ? [] : [document.getElementById("live-style").value],
+           alpha: Number(document.getElementById("live-alpha").value),
+           smooth: Number(document.getElementById("live-smooth").value) };
+}
+
+function sendLiveSettings() {
+  if (live.socket?.readyState === WebSocket.OPEN) live.socket.send(JSON.stringify(liveSettings()));
+}
+
+async function startLive() {
+  say("live-status", "Asking for the camera…");
+  try {
+    live.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+  } catch (error) {
+    return say("live-status", `No camera: ${error.message}`, true);
+  }
+  const video = document.getElementById("live-video");
+  video.srcObject = live.stream;
+  await video.play();
+  const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/live`);
+  socket.binaryType = "blob";
+  live.socket = socket;
+  live.painted = [];
+  socket.addEventListener("open", () => {
+    sendLiveSettings();
+    say("live-status", "Painting the camera.");
+    sendFrame();
+  });
+  socket.addEventListener("message", (event) => {
+    if (typeof event.data === "string") {
+      const message = JSON.parse(event.data);
+      if (message.error) say("live-status", message.error, true);
+      if (!live.waiting || message.settings) return;
+    } else {
+      showPainted(event.data);
+    }
+    live.waiting = false;
+    sendFrame();
+  });
+  socket.addEventListener("close", (event) => {
+    if (live.socket === socket) {
+      say("live-status", event.reason ? `Stopped: ${event.reason}` : "Stopped.", Boolean(event.reason));
+      stopLive(false);
+    }
+  });
+  document.getElementById("live-start").disabled = true;
+  document.getElementById("live-stop").disabled = false;
+  document.getElementById("live-snapshot").disabled = false;
+}
+
+/** The camera's current picture, its shorter side at the chosen frame size, as a JPEG. */
+function grabFrame(quality = 0.85) {
+  const video = document.getElementById("live-video");
+  if (!video.videoWidth) return Promise.resolve(null);
+  const side = Number(document.getElementById("live-size").value);
+  const scale = side / Math.min(video.videoWidth, video.videoHeight);
+  live.canvas.width = Math.round(video.videoWidth * scale);
+  live.canvas.height = Math.round(video.videoHeight * scale);
+  live.canvas.getContext("2d").drawImage(video, 0, 0, live.canvas.width, live.canvas.height);
+  return new Promise((resolve) => live.canvas.toBlob(resolve, "image/jpeg", quality));
+}
+
+async function sendFrame() {
+  if (live.socket?.readyState !== WebSocket.OPEN || live.waiting) return;
+  live.waiting = true;
+  const frame = await grabFrame();
+  if (!frame) { live.waiting = false; return setTimeout(sendFrame, 100); }
+  live.socket.send(frame);
+}
+
+function showPainted(blob) {
+  const output = document.getElementById("live-output");
+  const url = URL.createObjectURL(blob);
+  output.src = url;
+  if (live.shown) URL.revokeObjectURL(live.shown);
+  live.shown = url;
+  const now = performance.now();
+  live.painted.push(now);
+  while (live.painted.length && live.painted[0] < now - 3000) live.painted.shift();
+  if (live.painted.length > 1) {
+    const rate = (live.painted.length - 1) / ((now - live.painted[0]) / 1000);
+    document.getElementById("live-rate").textContent = `${rate.toFixed(1)} frames/s at ${live.canvas.width}×${live.canvas.height}`;
+  }
+}
+
+function stopLive(close = true) {
+  const socket = live.socket;
+  live.socket = null;
+  live.waiting = false;
+  if (close && socket) socket.close(1000);
+  for (const track of live.stream?.getTracks() || []) track.stop();
+  live.stream = null;
+  document.getElementById("live-start").disabled = false;
+  document.getElementById("live-stop").disabled = true;
+  document.getElementById("live-snapshot").disabled = true;
+  if (close) say("live-status", "Stopped.");
+}
+
+/** The camera's picture and its painting into the gallery, at the live frame size. */
+async function snapshot() {
+  const frame = await grabFrame(0.92);
+  if (!frame) return;
+  const settings = liveSettings();
+  const body = new FormData();
+  body.append("content", frame, "camera.jpg");
+  for (const style of settings.styles) body.append("style_ref", style);
+  body.append("model", settings.model);
+  body.append("alpha", settings.alpha);
+  body.append("size", Math.min(live.canvas.width, live.canvas.height));
+  body.append("format", "jpg");
+  body.append("title", "Live snapshot");
+  try {
+    const result = await api("/api/stylize", { method: "POST", body });
+    say("live-status", `Snapshot saved to the gallery as #${result.id}.`);
+  } catch (error) {
+    say("live-status", error.message, true);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------ gallery
 
 let galleryOffset = 0;
+let viewer;
 
 async function loadGallery() {
   const target = document.getElementById("gallery-items");
@@ -190,8 +507,10 @@ async function loadGallery() {
 
 function galleryCard(result) {
   const useAs = (role) => () => { pickers[role].useRef(result.ref, result.url); location.hash = "#stylise"; };
+  const open = (event) => { event.preventDefault(); openViewer(result); };
   return el("figure", { class: "card", "data-id": result.id },
-    el("a", { href: result.url, target: "_blank" }, el("img", { src: result.url, alt: result.title || `result ${result.id}`, loading: "lazy" })),
+    el("a", { href: result.url, class: "open", onclick: open, "aria-label": `open ${result.title || `result ${result.id}`} at full size` },
+       el("img", { src: result.thumbnail_url, alt: result.title || `result ${result.id}`, loading: "lazy" })),
     el("figcaption", {},
       el("strong", {}, result.title || `#${result.id}`), el("br"),
       settingsText(result), el("br"),
@@ -201,9 +520,24 @@ function galleryCard(result) {
       el("time", { datetime: result.created }, new Date(result.created).toLocaleString())),
     el("div", { class: "actions" },
       el("a", { href: result.url, download: result.download_name }, "Download"),
+      el("button", { onclick: () => openViewer(result) }, "Open"),
       el("button", { onclick: useAs("content") }, "Use as content"),
       el("button", { onclick: useAs("style") }, "Use as style"),
       el("button", { class: "delete", onclick: () => deleteResult(result.id) }, "Delete")));
+}
+
+/** A result at full size in a dialog: fitted or at 100 %, and compared with its photo. */
+function openViewer(result) {
+  const dialog = document.getElementById("viewer");
+  viewer = viewer || new Stage(dialog.querySelector(".stage"));
+  dialog.querySelector(".title").textContent = `${result.title || `#${result.id}`} · ${result.width}×${result.height}`;
+  const download = dialog.querySelector(".download");
+  download.href = result.url;
+  download.download = result.download_name;
+  viewer.zoom(false);
+  viewer.compare(false);
+  viewer.show(result.url, result.content.url);
+  dialog.showModal();
 }
 
 async function deleteResult(id) {
@@ -384,6 +718,7 @@ for (const button of document.querySelectorAll(".pager button")) {
   button.addEventListener("click", () => { galleryOffset += Number(button.dataset.step) * PAGE_SIZE; loadGallery(); });
 }
 window.addEventListener("hashchange", showPage);
-setUpStylise().catch((error) => say("stylise-status", error.message, true));
+document.querySelector("#viewer .close").addEventListener("click", () => document.getElementById("viewer").close());
+setUpStudio().catch((error) => say("stylise-status", error.message, true));
 loadAbout().catch((error) => document.getElementById("models").replaceChildren(el("p", { class: "error" }, error.message)));
 showPage();
