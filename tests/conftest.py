@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -176,3 +176,14 @@ def eval_images(tmp_path_factory, reference_pair) -> Path:
         sample_photo(name).save(root / "style" / f"{name}.png")
     return root
 
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int | str | None, str, str]:
+    """``brushwork ARGS`` in this process, through the same entry point (and error handling) as the command:
+    its exit code, standard output and standard error."""
+    from brushwork import cli
+
+    monkeypatch.setattr(sys, "argv", ["brushwork", *map(str, args)])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    output = capsys.readouterr()
+    return stop.value.code, output.out, output.err

@@ -30,9 +30,10 @@ from test_web_e2e import browser, free_port  # noqa: F401  (browser: a fixture)
 
 
 @contextlib.contextmanager
-def serving(settings: Settings):
-    """The app on a real uvicorn server on 127.0.0.1: requests run truly at the same time, as in production."""
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(),
+def serving(settings: Settings, app=None):
+    """The app (made from ``settings`` unless given) on a real uvicorn server on 127.0.0.1: requests run truly at
+    the same time, as in production."""
+    server = uvicorn.Server(uvicorn.Config(app or create_app(settings), host="127.0.0.1", port=free_port(),
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

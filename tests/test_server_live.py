@@ -9,14 +9,13 @@ import time
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
 from brushwork.server.app import create_app
 from test_server import assert_error, settings, stylize  # noqa: F401  (settings: a fixture)
-from test_web_e2e import free_port
+from test_server_hardening import serving
 
 PREVIEW = {"client": "test-client-1", "content": "sample:chelsea", "styles": ["sample:ihc"], "alpha": 0.5,
            "size": 64}
@@ -93,39 +92,30 @@ def test_a_preview_superseded_while_it_waits_is_dropped(live_settings):
     """Two previews of one client while the worker is busy: the older is dropped unpainted (409), the newer
     painted."""
     app = create_app(live_settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{server.config.port}/api/preview"
     busy = threading.Event()
-    try:
-        app.state.services.queue._executor.submit(busy.wait, 30)  # the one worker is held
-        answers = {}
+    with serving(live_settings, app) as base:
+        try:
+            app.state.services.queue._executor.submit(busy.wait, 30)  # the one worker is held
+            answers = {}
 
-        def ask(name: str, alpha: float) -> None:
-            answers[name] = httpx.post(url, json={**PREVIEW, "alpha": alpha}, timeout=60)
+            def ask(name: str, alpha: float) -> None:
+                answers[name] = httpx.post(f"{base}/api/preview", json={**PREVIEW, "alpha": alpha}, timeout=60)
 
-        older = threading.Thread(target=ask, args=("older", 0.2))
-        older.start()
-        while app.state.services.queue.pending < 1:
-            time.sleep(0.01)
-        newer = threading.Thread(target=ask, args=("newer", 0.8))
-        newer.start()
-        while app.state.services.queue.pending < 2:
-            time.sleep(0.01)
-        busy.set()
-        older.join(60)
-        newer.join(60)
-        assert_error(answers["older"], 409, "superseded")
-        assert answers["newer"].status_code == 200 and answers["newer"].headers["content-type"] == "image/jpeg"
-    finally:
-        busy.set()
-        server.should_exit = True
-        thread.join(10)
+            older = threading.Thread(target=ask, args=("older", 0.2))
+            older.start()
+            while app.state.services.queue.pending < 1:
+                time.sleep(0.01)
+            newer = threading.Thread(target=ask, args=("newer", 0.8))
+            newer.start()
+            while app.state.services.queue.pending < 2:
+                time.sleep(0.01)
+            busy.set()
+            older.join(60)
+            newer.join(60)
+            assert_error(answers["older"], 409, "superseded")
+            assert answers["newer"].status_code == 200 and answers["newer"].headers["content-type"] == "image/jpeg"
+        finally:
+            busy.set()
 
 
 def closed(socket) -> dict:

@@ -12,9 +12,10 @@ import torch
 from skimage import data
 
 import brushwork
-from brushwork import cli
 from brushwork.temporal import temporal_blend
 from brushwork.video import stylize_video
+
+from conftest import run_cli
 
 RATE = 12
 STYLE_SIZE = 128
@@ -86,15 +87,6 @@ def style(reference_pair):
 @pytest.fixture(scope="module")
 def stylizer(weights_dir):
     return brushwork.Stylizer("microast", style_size=STYLE_SIZE, device="cpu", weights_dir=weights_dir)
-
-
-def run_cli(monkeypatch, capsys, *args):
-    """``brushwork ARGS`` in this process, through the same entry point (and error handling) as the command."""
-    monkeypatch.setattr(sys, "argv", ["brushwork", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        cli.main()
-    output = capsys.readouterr()
-    return stop.value.code, output.out, output.err
 
 
 def test_command_paints_every_frame_and_keeps_the_sound(tmp_path, clips, style, weights_dir, monkeypatch, capsys):

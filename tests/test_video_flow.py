@@ -4,7 +4,6 @@ evaluation."""
 
 import json
 import math
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,7 +12,6 @@ import torch
 from PIL import Image
 
 import brushwork
-from brushwork import cli
 from brushwork.clips import synthetic_clip, write_clip
 from brushwork.images import as_image, resize, to_image, to_tensor
 from brushwork.metrics import Metrics
@@ -21,6 +19,7 @@ from brushwork.temporal import (Motion, TemporalFilter, WarpingMeter, estimate_m
                                 warp, warping_error)
 from brushwork.video import FramePainter
 
+from conftest import run_cli
 from test_cli import assert_one_line_error
 
 WIDTH, HEIGHT, FRAMES = 192, 128, 12
@@ -264,14 +263,6 @@ def test_every_feed_forward_method_flickers_less_with_flow(model, style, weights
 def pan_file(tmp_path_factory):
     clip = synthetic_clip("pan", "sample:astronaut", width=WIDTH, height=HEIGHT, frames=8, noise=3.0)
     return write_clip(clip, tmp_path_factory.mktemp("clips") / "pan.mp4")
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["brushwork", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        cli.main()
-    output = capsys.readouterr()
-    return stop.value.code, output.out, output.err
 
 
 def test_the_command_reports_the_warping_error(pan_file, style, weights_dir, tmp_path, monkeypatch, capsys):

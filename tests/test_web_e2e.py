@@ -50,18 +50,23 @@ def server(tmp_path_factory, weights_dir):
     thread.join(10)
 
 
-@pytest.fixture
-def browser():
+def launch_chromium(*args: str):
+    """The system Chromium through Playwright (so no browser download; no sandbox, as CI runs as root), with
+    ``args``; skips the test where Chromium is missing, or fails it where CI requires the browser."""
     if CHROMIUM is None:
         message = "Chromium is not installed (apt-get install chromium; .ci/run does this)"
         pytest.fail(message) if REQUIRED else pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        # The system Chromium, so no browser download; no sandbox, as CI runs as root.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", *args])
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser():
+    yield from launch_chromium()
 
 
 def save_small_screenshot(png: bytes, path: Path) -> Path:

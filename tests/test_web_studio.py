@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from test_web_e2e import CHROMIUM, REQUIRED, SCREENSHOT_FOR_DOCS, save_small_screenshot, server  # noqa: F401
+from test_web_e2e import SCREENSHOT_FOR_DOCS, launch_chromium, save_small_screenshot, server  # noqa: F401
 
 MEASURE = os.environ.get("BRUSHWORK_WEB_MEASURE")
 #: Collects the previews the page shows (the page announces each with its latency).
@@ -27,16 +27,7 @@ document.addEventListener('preview-shown', (event) => window.previews.push(event
 @pytest.fixture
 def chromium():
     """Chromium with a fake camera (a moving test pattern) that the page may use without asking."""
-    if CHROMIUM is None:
-        message = "Chromium is not installed (apt-get install chromium; .ci/run does this)"
-        pytest.fail(message) if REQUIRED else pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
-        yield browser
-        browser.close()
+    yield from launch_chromium("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
 
 
 def open_studio(chromium, server):

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from . import process
+from . import process, reports
 from . import weights as registry
 from .api import DEFAULT_MAX_MEMORY, load_model
 from .devices import choose_device
@@ -354,16 +354,15 @@ def video_table(results: list[dict]) -> str:
     frame alone (``none``) in the same run, and the host's load during the runs."""
     header = ("size", "variant", "frames", "frames/s", "s per clip median (min-max)", "vs none", "peak RSS",
               "load average")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     alone = {(r["width"], r["height"]): r for r in results if r["variant"] == "none"}
+    rows = []
     for result in results:
         base = alone.get((result["width"], result["height"]))
         ratio = f"{result['fps'] / base['fps']:.2f}x" if base else "-"
-        lines.append("| " + " | ".join([f"{result['width']}x{result['height']}", result["variant"],
-                                        str(result["frames"]), f"{result['fps']:.2f}", _timing(result), ratio,
-                                        _memory(result),
-                                        " ".join(f"{load:.1f}" for load in result.get("load_averages", []))]) + " |")
-    return "\n".join(lines)
+        rows.append([f"{result['width']}x{result['height']}", result["variant"], str(result["frames"]),
+                     f"{result['fps']:.2f}", _timing(result), ratio, _memory(result),
+                     " ".join(f"{load:.1f}" for load in result.get("load_averages", []))])
+    return reports.markdown_table(header, rows)
 
 
 def run_gatys_convergence(size: str, *, steps: int = 300, content: str = "sample:astronaut",
@@ -526,14 +525,11 @@ def _reference_training_loss(model, network, content: torch.Tensor, style: torch
 def training_table(results: list[dict]) -> str:
     header = ("method", "variant", "precision", "device", "batch x crop", "steps/s", "s/step median (min-max)",
               "speed-up", "peak RSS")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     plain = next((r for r in results if r["variant"] == "fp32"), None)
-    for result in results:
-        lines.append("| " + " | ".join([
-            result.get("method", "microast"), result["variant"], result.get("precision", "-"), result["device"],
-            f"{result['batch_size']} x {result['crop']} px", f"{1 / result['median_s']:.3f}", _timing(result),
-            _speed_up(plain, result) if plain and result is not plain else "-", _memory(result)]) + " |")
-    return "\n".join(lines)
+    return reports.markdown_table(header, ([
+        result.get("method", "microast"), result["variant"], result.get("precision", "-"), result["device"],
+        f"{result['batch_size']} x {result['crop']} px", f"{1 / result['median_s']:.3f}", _timing(result),
+        _speed_up(plain, result) if plain and result is not plain else "-", _memory(result)] for result in results))
 
 
 def describe_machine() -> str:
@@ -561,7 +557,7 @@ def markdown_table(results: list[dict]) -> str:
     header = ("model", "device", "size", "brushwork median (min-max)", "baseline median (min-max)", "speed-up",
               "tile", "peak RSS brushwork", "peak RSS baseline", "peak GPU brushwork") + (
               ("onnx median (min-max)", "onnx speed-up", "peak RSS onnx") if with_onnx else ())
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cells_of_rows = []
     for (model, device, width, height), by_variant in rows.items():
         ours, base, onnx = (by_variant.get(v) for v in ("brushwork", "baseline", ONNX_VARIANT))
         gpu = f"{ours['peak_gpu_mb']:.0f} MB" if ours and ours["peak_gpu_mb"] is not None else "-"
@@ -570,8 +566,8 @@ def markdown_table(results: list[dict]) -> str:
                  _memory(ours), _memory(base), gpu]
         if with_onnx:
             cells += [_timing(onnx), _speed_up(base, onnx), _memory(onnx)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells_of_rows.append(cells)
+    return reports.markdown_table(header, cells_of_rows)
 
 
 def _speed_up(base: dict | None, other: dict | None) -> str:
@@ -582,16 +578,15 @@ def convergence_table(summary: dict) -> str:
     """The Gatys convergence comparison as a markdown table."""
     header = ("optimisation", "sizes", "evaluations", "seconds to loss "
               f"{summary['target_loss']:.4g}", "total seconds", "final loss", "peak RSS")
-    lines = [f"Gatys {summary['size']}, {summary['steps']} steps, loss network {summary['loss_net']}, "
-             f"{summary['content']} x {summary['style']}", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for variant in ("multiscale", "single-scale"):
         r = summary[variant]
-        sizes = " > ".join(f"{w}x{h}" for h, w in r["sizes"])
-        lines.append(f"| {variant} | {sizes} | {r['evaluations']} | {r['seconds_to_target']:.1f} | "
-                     f"{r['total_seconds']:.1f} | {r['final_loss']:.4g} | {r['peak_rss_mb']:.0f} MB |")
-    lines += ["", f"Coarse-to-fine reaches the loss {summary['speedup']:.2f}x faster."]
-    return "\n".join(lines)
+        rows.append([variant, " > ".join(f"{w}x{h}" for h, w in r["sizes"]), str(r["evaluations"]),
+                     f"{r['seconds_to_target']:.1f}", f"{r['total_seconds']:.1f}", f"{r['final_loss']:.4g}",
+                     f"{r['peak_rss_mb']:.0f} MB"])
+    return "\n".join([f"Gatys {summary['size']}, {summary['steps']} steps, loss network {summary['loss_net']}, "
+                      f"{summary['content']} x {summary['style']}", "", reports.markdown_table(header, rows), "",
+                      f"Coarse-to-fine reaches the loss {summary['speedup']:.2f}x faster."])
 
 
 def _timing(result: dict | None) -> str:

@@ -6,7 +6,6 @@ table (mean and standard deviation per model), a plot of SSIM against style loss
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import statistics
@@ -23,6 +22,7 @@ from .errors import BrushworkError
 from .faces import FACE_METRICS, face_measures, find_faces
 from .images import list_images, load_image, resize, save_image, to_image, to_tensor
 from .metrics import Metrics
+from .reports import markdown_table, report_paths, write_csv
 from .temporal import FLOW_SIDE, LONG_TERM_GAP
 
 #: The measured columns, with whether higher is better.
@@ -158,25 +158,17 @@ def summary_table(summary: list[dict]) -> str:
     metrics = [m for m in ALL_METRICS if summary and f"{m}_mean" in summary[0]]
     arrows = {True: "↑", False: "↓"}
     header = ["model", "pairs"] + [f"{name.replace('_', ' ')} {arrows[ALL_METRICS[name]]}" for name in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for entry in summary:
-        cells = [entry["model"], str(entry["pairs"])]
-        cells += [f"{_number(entry[f'{m}_mean'])} ± {_number(entry[f'{m}_std'])}" for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[entry["model"], str(entry["pairs"])]
+            + [f"{_number(entry[f'{m}_mean'])} ± {_number(entry[f'{m}_std'])}" for m in metrics] for entry in summary]
+    return markdown_table(header, rows)
 
 
 def write_report(evaluation: Evaluation, out_dir: str | Path) -> dict[str, Path]:
     """metrics.csv, summary.md, summary.json, ssim_vs_style_loss.png and contact_sheet.png in ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: out_dir / name for name in
-             ("metrics.csv", "summary.md", "summary.json", "ssim_vs_style_loss.png", "contact_sheet.png")}
+    paths = report_paths(out_dir, ("metrics.csv", "summary.md", "summary.json", "ssim_vs_style_loss.png",
+                                   "contact_sheet.png"))
     records = evaluation.records
-    with open(paths["metrics.csv"], "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    write_csv(paths["metrics.csv"], records)
     summary = summarize(records)
     settings = evaluation.settings
     paths["summary.md"].write_text(
@@ -426,7 +418,7 @@ def video_summary_table(summary: list[dict]) -> str:
     header = ["clip", "setting", "short-term ↓", "long-term ↓", "input short / long"]
     header += ["known motion: short ↓", "long ↓", "input short / long"] if known else []
     header += ["style loss ratio (middle frame) ↓", "SSIM ↑"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for entry in summary:
         cells = [entry["clip"], entry["setting"], _number(entry["short_term"]), _number(entry["long_term"]),
                  f"{_number(entry['input_short_term'])} / {_number(entry['input_long_term'])}"]
@@ -434,23 +426,16 @@ def video_summary_table(summary: list[dict]) -> str:
             cells += [_number(entry.get("known_short_term", math.nan)), _number(entry.get("known_long_term", math.nan)),
                       f"{_number(entry.get('known_input_short_term', math.nan))} / "
                       f"{_number(entry.get('known_input_long_term', math.nan))}"]
-        cells += [_number(entry.get("style_loss_ratio", math.nan)), _number(entry["ssim"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells + [_number(entry.get("style_loss_ratio", math.nan)), _number(entry["ssim"])])
+    return markdown_table(header, rows)
 
 
 def write_video_report(evaluation: VideoEvaluation, out_dir: str | Path) -> dict[str, Path]:
     """metrics.csv, per_frame.json, summary.md, summary.json and warping_error.png in ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: out_dir / name for name in
-             ("metrics.csv", "per_frame.json", "summary.md", "summary.json", "warping_error.png")}
+    paths = report_paths(out_dir, ("metrics.csv", "per_frame.json", "summary.md", "summary.json",
+                                   "warping_error.png"))
     records = evaluation.records
-    fields = list(dict.fromkeys(key for record in records for key in record))
-    with open(paths["metrics.csv"], "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(records)
+    write_csv(paths["metrics.csv"], records)
     paths["per_frame.json"].write_text(json.dumps(
         [{"clip": c, "style": s, "setting": t, "short_term": errors} for (c, s, t), errors in
          evaluation.per_frame.items()], indent=1))

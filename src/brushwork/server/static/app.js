@@ -68,6 +68,13 @@ function showPage() {
 class Stage {
   constructor(root) {
     this.root = root;
+    const parts = document.getElementById("stage-parts").content.cloneNode(true);
+    const viewport = parts.querySelector(".viewport");
+    root.querySelector(".stage-bar > :first-child").after(...[...parts.children].filter((part) => part !== viewport));
+    root.append(viewport);
+    const after = root.dataset.after;
+    viewport.querySelector(".after").alt = after;
+    viewport.querySelector(".divider").setAttribute("aria-label", `Divider between the photo (left) and ${after} (right)`);
     this.viewport = root.querySelector(".viewport");
     this.frame = root.querySelector(".frame");
     this.before = root.querySelector(".before");
