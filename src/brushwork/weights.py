@@ -249,8 +249,8 @@ def _johnson(name: str, style: str, painting: str, sha256: str) -> Weights:
 #: sha256 of the networks brushwork trained and ships (see each model card).
 JOHNSON_SHA256 = {
     "johnson-la-muse": "3ad2a40df841cb4418116d62da3f456fe7e4ecc3b396dcf7c3e6c10e53f58f05",
-    "johnson-contrast-of-forms": "12044bcc5eed216fddcdeeefa97cb0c870e1a5de8d283bb34c5915c9167d0a5c",
-    "johnson-brushstrokes": "a6844d994e7701d80fbaccd73a08113f62a653f43a205979c25ad85faae2d8f8",
+    "johnson-contrast-of-forms": "82a5b4a66b253e8abcb7a76ed741ac1d6c4cda8341fce4c2d9d4bf1c2b945f4f",
+    "johnson-brushstrokes": "a0443ad0544edd315f67c8334de6a1119bdb089658f86f8119bf30ed58b775d8",
 }
 VST_SHA256 = "ddb75f60054652d4415349bb64325051d36e72ea9ce9f040487048f3c610b360"
 
