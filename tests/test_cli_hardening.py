@@ -58,6 +58,10 @@ def no_model(tmp_path_factory):
     pytest.param(lambda p, i: ["train", "microast", "--lr", "nan"], "nan is not a finite number", id="train lr nan"),
     pytest.param(lambda p, i: ["serve", "--max-upload-mb", "inf", "--data", p / "data"],
                  "inf is not a finite number", id="serve max-upload-mb inf"),
+    pytest.param(lambda p, i: ["serve", "--live-max-fps", "nan", "--data", p / "data"],
+                 "nan is not a finite number", id="serve live-max-fps nan"),
+    pytest.param(lambda p, i: ["serve", "--preview-max-size", "8", "--data", p / "data"],
+                 "is not in the range", id="serve preview-max-size too small"),
 ])
 def test_number_options_refuse_non_finite_and_overflowing_values(tmp_path, images, make_args, text):
     run = brushwork(*make_args(tmp_path, images))

@@ -16,6 +16,7 @@ from starlette.websockets import WebSocketDisconnect
 from brushwork.server.app import create_app
 from test_server import assert_error, settings, stylize  # noqa: F401  (settings: a fixture)
 from test_server_hardening import serving
+from test_server_resilience import start_server
 
 PREVIEW = {"client": "test-client-1", "content": "sample:chelsea", "styles": ["sample:ihc"], "alpha": 0.5,
            "size": 64}
@@ -192,3 +193,15 @@ def test_gallery_thumbnails_are_made_once_and_go_with_their_image(live_client):
     assert_error(live_client.get(f"/api/images/{'0' * 64}/thumbnail"), 404, "no image")
     assert live_client.delete(f"/api/results/{result['id']}").status_code == 204
     assert not stored.exists()
+
+
+def test_serve_sets_the_live_limits(tmp_path):
+    """`brushwork serve --preview-max-size ... --live-connections ...` reach the running server."""
+    process, url = start_server(tmp_path / "data", "--preview-max-size", "48", "--live-connections", "0")
+    try:
+        answer = httpx.post(f"{url}/api/preview", json=PREVIEW, timeout=30)  # size 64
+        assert_error(answer, 422, "48 px")
+        assert httpx.post(f"{url}/api/preview", json={**PREVIEW, "size": 48}, timeout=60).status_code == 200
+    finally:
+        process.kill()
+        process.wait(10)

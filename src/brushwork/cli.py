@@ -758,13 +758,26 @@ def train_command(method, config, resume, weights_dir, **settings):
 @click.option("--queue-size", type=click.IntRange(min=0), default=16, show_default=True,
               help="Requests that may wait for a worker; more are refused with 503.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--preview-max-size", type=click.IntRange(16, 4096), default=768, show_default=True,
+              help="Live studio: largest preview (shorter side, px).")
+@click.option("--preview-clients", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Live studio: clients whose content features and style signals are kept.")
+@click.option("--preview-cache-mb", type=_Number(0, _LARGEST_SETTING, min_open=True), default=64, show_default=True,
+              help="Live studio: most memory kept for one client's previews.")
+@click.option("--live-connections", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Webcams painted at once; more are told to try later.")
+@click.option("--live-max-fps", type=_Number(0, 240, min_open=True), default=30, show_default=True,
+              help="Webcam frames a second one connection may send; a faster one is disconnected.")
+@click.option("--live-max-side", type=click.IntRange(16, 4096), default=640, show_default=True,
+              help="Largest webcam frame (longer side, px).")
 @_weights_dir_option
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME[:PORT]",
               help="A host name clients reach the server by, with or without a port (repeatable); requests for "
                    "any other get 400. [default: the --host address, localhost and 127.0.0.1, with --port]")
 def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixels, concurrent_decodes,
-          storage_quota, unused_upload_hours, workers, queue_size, device, weights_dir, allowed_hosts):
-    """Serve the web app (stylise, gallery, study, about) and its REST API (described at /docs)."""
+          storage_quota, unused_upload_hours, workers, queue_size, device, preview_max_size, preview_clients,
+          preview_cache_mb, live_connections, live_max_fps, live_max_side, weights_dir, allowed_hosts):
+    """Serve the web app (studio, live webcam, gallery, study, about) and its REST API (described at /docs)."""
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -776,7 +789,9 @@ def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixel
                         max_upload_mb=max_upload_mb, body_timeout=body_timeout, max_pixels=max_pixels,
                         concurrent_decodes=concurrent_decodes, storage_quota=storage_quota,
                         unused_upload_grace=unused_upload_hours * 3600, workers=workers, queue_size=queue_size,
-                        allowed_hosts=allowed_hosts)
+                        allowed_hosts=allowed_hosts, preview_max_size=preview_max_size,
+                        preview_clients=preview_clients, preview_cache_mb=preview_cache_mb,
+                        live_connections=live_connections, live_max_fps=live_max_fps, live_max_side=live_max_side)
     try:
         app = create_app(settings)
     except (OSError, SQLAlchemyError) as error:
