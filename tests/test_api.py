@@ -8,6 +8,8 @@ from brushwork import api, images, weights
 from brushwork.errors import BrushworkError
 from brushwork.functional import rgb_to_ycbcr
 
+from conftest import sample_photo
+
 
 @pytest.fixture(scope="module")
 def pair(reference_pair):
@@ -119,6 +121,31 @@ def test_preview_paints_as_the_stylizer_does_from_kept_encodings(pair, weights_d
     assert len(small) == 1  # over the byte budget: only the newest stays
     with pytest.raises(BrushworkError, match="give a style image"):
         preview.paint(model, content, [])
+
+
+@pytest.mark.parametrize("name", ["adain-vgg16-hed", "vst"])
+def test_adain_and_vst_previews_keep_the_content_features(name):
+    """AdaIN and VST keep a content's VGG features too: painting from them is the stylisation, bit for bit, and
+    the content is encoded once for every change of alpha or style mix."""
+    content, style, second = (images.resize(sample_photo(n), 72) for n in ("chelsea", "coffee", "astronaut"))
+    model = api.load_model(name, device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    odd = torch.rand(1, 3, 37, 53, generator=generator)
+    with torch.inference_mode():
+        encoded = model.encode_content(odd)
+        signals = [model.encode_style(images.to_tensor(s)) for s in (style, second)]
+        for alpha, mix in ((1.0, None), (0.4, None), (0.7, [0.2, 0.8])):
+            chosen = signals if mix else signals[:1]
+            painted = model.stylize_encoded(encoded, chosen, mix, alpha)
+            assert painted.shape == odd.shape
+            assert torch.equal(painted, model.stylize(odd, chosen, mix, alpha))
+    preview = api.Preview(keep=4)
+    loads = []
+    kept_content = api.Kept("content", lambda: loads.append("content") or content)
+    for alpha in (1.0, 0.5, 0.2):
+        painted = preview.paint(model, kept_content, [api.Kept("style", lambda: style)], alpha=alpha)
+        assert np.array_equal(np.asarray(painted), np.asarray(api.Stylizer(model, alpha=alpha)(content, style)))
+    assert loads == ["content"]
 
 
 @pytest.mark.parametrize("options, message", [

@@ -301,9 +301,10 @@ class Preview:
     """Paints an image again and again as its settings change (the web page's live preview, a webcam).
 
     The encodings of the content and of each style are kept, at most ``keep`` of them and ``max_bytes`` of
-    tensors (the least recently used go first; the newest always stays), so that a change of alpha, style mix or colour mode costs the decoder alone: a MicroAST model
-    keeps the content's features and own signals (:meth:`~brushwork.methods.microast.MicroAST.encode_content`),
-    every model its styles' encodings. Images are painted at the size they are given (no tiling: for previews).
+    tensors (the least recently used go first; the newest always stays), so that a change of alpha, style mix or
+    colour mode costs the decoder alone: a MicroAST model keeps the content's features and own signals
+    (:meth:`~brushwork.methods.microast.MicroAST.encode_content`), AdaIN and VST its VGG features
+    (:meth:`~brushwork.methods.adain.AdaIN.encode_content`), every model its styles' encodings. Images are painted at the size they are given (no tiling: for previews).
     One caller at a time.
     """
 

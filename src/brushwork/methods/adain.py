@@ -79,6 +79,17 @@ class StyleStatistics:
                                sum(w * s.std for s, w in zip(items, weights)))
 
 
+@dataclass(frozen=True)
+class EncodedFeatures:
+    """A content image as ``encode_content`` keeps it: its relu4_1 features (of the image padded to a multiple of
+    8), their channel means and standard deviations, and the image's size before padding."""
+
+    features: torch.Tensor
+    own: tuple[torch.Tensor, torch.Tensor]
+    height: int
+    width: int
+
+
 class AdaIN(nn.Module):
     """Encoder (frozen VGG to relu4_1) + AdaIN + decoder. The encoder is also the training loss network."""
 
@@ -154,6 +165,25 @@ class AdaIN(nn.Module):
                            tile=None if tile is None else max(1, tile // SIZE_MULTIPLE), halo=DECODER_HALO,
                            progress=progress)
         return output[..., :height, :width]
+
+    def encode_content(self, content: torch.Tensor) -> EncodedFeatures:
+        """What painting a content image takes whatever the style: its features, computed once for
+        :meth:`stylize_encoded` to paint it again and again with other styles and alphas (a live preview) at the
+        cost of the decoder alone. Untiled."""
+        features = self.encode(pad_to(content, SIZE_MULTIPLE))
+        return EncodedFeatures(features, mean_std(features), *content.shape[-2:])
+
+    def stylize_encoded(self, content: EncodedFeatures, styles: Sequence[StyleStatistics],
+                        style_weights: Sequence[float] | None = None, alpha: float = 1.0) -> torch.Tensor:
+        """:meth:`stylize` (without masks or tiles) of a content encoded by :meth:`encode_content`: the same
+        output."""
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
+        mixed = StyleStatistics.blend(list(styles), normalize_weights(style_weights, len(styles)))
+        target = adaptive_instance_norm(content.features, mixed.mean, mixed.std, content.own)
+        if alpha < 1.0:
+            target = alpha * target + (1.0 - alpha) * content.features
+        return self.decode(target)[..., :content.height, :content.width]
 
     def decode_steps(self, content: torch.Tensor, tile: int | None) -> int:
         """How many times :meth:`stylize` calls ``progress``."""

@@ -35,7 +35,7 @@ from ..functional import adaptive_instance_norm, mean_std, normalize_weights
 from ..tiling import map_tiles
 from ..vgg import BLOCKS, VGGFeatures, load_loss_network
 from ..weights import read_state_dict
-from .adain import DECODER_HALO, SIZE_MULTIPLE, AdaIN, AdaINDecoder
+from .adain import DECODER_HALO, SIZE_MULTIPLE, AdaIN, AdaINDecoder, EncodedFeatures
 from .microast import pad_to
 
 #: The content code, and the layers whose statistics the style encoder reads.
@@ -287,6 +287,18 @@ class VariationalStyleTransfer(nn.Module):
                            tile=None if tile is None else max(1, tile // SIZE_MULTIPLE), halo=DECODER_HALO,
                            progress=progress)
         return output[..., :height, :width]
+
+    # A content encoded once for many paintings (live previews): the same features as AdaIN's.
+    encode_content = AdaIN.encode_content
+
+    def stylize_encoded(self, content: EncodedFeatures, styles: Sequence[StyleCode],
+                        style_weights: Sequence[float] | None = None, alpha: float = 1.0,
+                        noise: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`stylize` (untiled) of a content encoded by :meth:`encode_content`: the same output."""
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
+        z = self.code(styles, style_weights, noise)
+        return self.network.paint(content.features, z, alpha, content.own)[..., :content.height, :content.width]
 
     # Tiles, their count and their size within a memory budget: the same encoder and decoder as AdaIN's.
     _encode_tiled = AdaIN._encode_tiled
