@@ -14,7 +14,10 @@ Tests that need it skip with one line saying so.
 from __future__ import annotations
 
 import json
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -187,3 +190,31 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int | str | None, str, str]:
         cli.main()
     output = capsys.readouterr()
     return stop.value.code, output.out, output.err
+
+
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def interruptible_process(args, **options):
+    """A child process that Ctrl-C (SIGINT) interrupts even where this one was started with SIGINT ignored (as a
+    shell's background job is), so that Python in it turns SIGINT into KeyboardInterrupt; killed if the test
+    leaves it running."""
+    process = subprocess.Popen([str(arg) for arg in args], preexec_fn=_interruptible, **options)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt in this process for the block, whatever this process inherited."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from conftest import HAVE_SHARED
+from conftest import HAVE_SHARED, interruptible_process
 
 
 def brushwork(*args, env=None):
@@ -202,21 +202,21 @@ def test_ctrl_c_writes_the_best_gatys_image_so_far(tmp_path, pair, weights_dir):
 
     content, style, _ = pair
     out = tmp_path / "best.png"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "brushwork", "stylize", str(content), str(style), "-o", str(out), "--method", "gatys",
-         "--steps", "100000", "--content-size", "48", "--loss-net", "vgg16-hed", "--weights-dir", str(weights_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = []
-    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
-    reader.start()
-    deadline = time.time() + 120
-    while "gatys 48x48" not in "".join(seen) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.5)  # until the optimisation shows its progress bar
-    time.sleep(3)
-    assert process.poll() is None, "".join(seen)
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=120)
-    reader.join(timeout=10)
+    with interruptible_process(
+            [sys.executable, "-m", "brushwork", "stylize", content, style, "-o", out, "--method", "gatys", "--steps",
+             "100000", "--content-size", "48", "--loss-net", "vgg16-hed", "--weights-dir", weights_dir],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        seen = []
+        reader = threading.Thread(target=lambda: seen.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
+        reader.start()
+        deadline = time.time() + 120
+        while "gatys 48x48" not in "".join(seen) and time.time() < deadline and process.poll() is None:
+            time.sleep(0.5)  # until the optimisation shows its progress bar
+        time.sleep(3)
+        assert process.poll() is None, "".join(seen)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+        reader.join(timeout=10)
     stderr = "".join(seen)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "best image so far" in stderr

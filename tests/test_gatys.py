@@ -15,6 +15,8 @@ from brushwork.losses import gram_matrix
 from brushwork.methods import gatys
 from brushwork.metrics import ssim
 
+from conftest import ctrl_c_raises
+
 
 @pytest.fixture(scope="module")
 def pair(reference_pair):
@@ -97,11 +99,12 @@ def test_ctrl_c_returns_the_best_image_so_far(pair, weights_dir):
     model = make(weights_dir, steps=100_000)
     encoded = model.encode_style(style)
     timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        output = model.stylize(content, [encoded])
-    finally:
-        timer.cancel()
+    with ctrl_c_raises():
+        timer.start()
+        try:
+            output = model.stylize(content, [encoded])
+        finally:
+            timer.cancel()
     run = model.last_run
     assert run.interrupted and 0 < run.evaluations < 100_000
     assert output.shape == content.shape

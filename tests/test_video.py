@@ -15,7 +15,7 @@ import brushwork
 from brushwork.temporal import temporal_blend
 from brushwork.video import stylize_video
 
-from conftest import run_cli
+from conftest import interruptible_process, run_cli
 
 RATE = 12
 STYLE_SIZE = 128
@@ -214,14 +214,15 @@ def test_ctrl_c_stops_cleanly(tmp_path, style, weights_dir):
     source = make_clip(tmp_path / "long.mp4", frames=600, motion=0, audio=None)
     out = tmp_path / "out.mp4"
     out.write_bytes(b"an earlier result")
-    run = subprocess.Popen([sys.executable, "-m", "brushwork", "video", source, style, "-o", out, "--device", "cpu",
-                            "--weights-dir", weights_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".*.part*")) and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)  # into the frames
-    run.send_signal(signal.SIGINT)
-    _, stderr = run.communicate(timeout=120)
+    with interruptible_process([sys.executable, "-m", "brushwork", "video", source, style, "-o", out, "--device",
+                                "cpu", "--weights-dir", weights_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) as run:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".*.part*")) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # into the frames
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
     assert run.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "interrupted after" in stderr and "not written" in stderr, stderr
