@@ -17,6 +17,8 @@ import httpx
 import pytest
 import torch
 
+from brushwork.server.settings import Settings
+from test_server_hardening import serving
 from test_web_e2e import SCREENSHOT_FOR_DOCS, launch_chromium, save_small_screenshot, server  # noqa: F401
 
 MEASURE = os.environ.get("BRUSHWORK_WEB_MEASURE")
@@ -180,6 +182,27 @@ def test_live_tab_paints_the_camera_and_shows_the_frame_rate(server, chromium):
     page.click("#live-stop")
     expect(page.locator("#live-start")).to_be_enabled()
     assert not errors, errors
+
+
+def test_the_live_tab_paces_its_frames_within_the_servers_limit(tmp_path, weights_dir, chromium):
+    """A server that takes 4 frames a second at most: the page, told the limit, keeps under it and stays
+    connected, however fast the frames are painted."""
+    from playwright.sync_api import expect
+
+    settings = Settings(data_dir=tmp_path / "data", weights_dirs=[weights_dir], device="cpu", live_max_fps=4)
+    with serving(settings) as url:
+        page = chromium.new_page(viewport={"width": 1280, "height": 860})
+        page.goto(url + "/#live")
+        expect(page.locator("#live-model option")).not_to_have_count(0)
+        page.select_option("#live-size", "120")
+        page.click("#live-start")
+        expect(page.locator("#live-rate")).to_contain_text("frames/s", timeout=30_000)
+        page.wait_for_timeout(4000)
+        assert "Stopped" not in page.locator("#live-status").text_content()
+        expect(page.locator("#live-stop")).to_be_enabled()
+        rate = float(page.locator("#live-rate").text_content().split()[0])
+        assert 0 < rate <= 4
+        page.click("#live-stop")
 
 
 @pytest.mark.skipif(not MEASURE, reason="measures only when asked: BRUSHWORK_WEB_MEASURE=FILE")

@@ -153,8 +153,9 @@ class LiveError(Exception):
 
 @router.websocket("/live")
 async def live(socket: WebSocket) -> None:
-    """The webcam: send the settings as JSON text (any time), then JPEG or PNG frames as binary messages; each
-    frame painted comes back as a binary JPEG, a frame refused as ``{"error": ...}``. A frame that arrives while
+    """The webcam: send the settings as JSON text (any time; accepted ones are answered with ``{"settings": "ok",
+    "limits": {...}}``: the most frames a second, the largest frame side and bytes), then JPEG or PNG frames as
+    binary messages; each frame painted comes back as a binary JPEG, a frame refused as ``{"error": ...}``. A frame that arrives while
     another is painted replaces the one waiting (only the newest is painted). Frames over the size limit, or
     faster than the frame-rate limit, close the connection with the reason."""
     services: Services = socket.app.state.services
@@ -239,7 +240,10 @@ class LiveConnection:
         await run_in_threadpool(_unpin, self.services, self.pinned)
         self.settings, self.refs, self.pinned = settings, refs, pinned
         self.previous = None
-        await self.socket.send_text(json.dumps({"settings": "ok"}))
+        limits = self.services.settings  # so that a client can pace its frames within them
+        await self.socket.send_text(json.dumps({"settings": "ok", "limits": {
+            "max_fps": limits.live_max_fps, "max_side": limits.live_max_side,
+            "max_frame_bytes": limits.live_max_frame_bytes}}))
 
     async def tell(self, problem: str) -> None:
         await self.socket.send_text(json.dumps({"error": problem}))

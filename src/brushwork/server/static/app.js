@@ -250,7 +250,7 @@ function studioSettings(form) {
 
 /** One preview at a time: a change while one is painted asks for another once it is back (the newest settings
  * only, so a dragged slider never queues up stale work). */
-const previewState = { busy: false, again: false, shown: null };
+const previewState = { busy: false, again: false, shown: null, painted: null };
 
 async function requestPreview() {
   if (previewState.busy) { previewState.again = true; return; }
@@ -260,14 +260,16 @@ async function requestPreview() {
     if (modelMethods[settings.model] === "gatys") say("preview-status", "Gatys is too slow to preview: save to paint it.");
     return;
   }
+  const body = { client: CLIENT_ID, content: settings.content.ref, styles: settings.styles.map((s) => s.ref),
+                 style_weights: settings.weights, model: settings.model, alpha: settings.alpha,
+                 preserve_color: settings.preserve_color, size: PREVIEW_SIZE };
+  const key = JSON.stringify(body);
+  if (key === previewState.painted) return;  // on screen already (a slider's release after its last input, say)
   previewState.busy = true;
   previewState.again = false;
   studio.root.classList.add("updating");
   const started = performance.now();
   try {
-    const body = { client: CLIENT_ID, content: settings.content.ref, styles: settings.styles.map((s) => s.ref),
-                   style_weights: settings.weights, model: settings.model, alpha: settings.alpha,
-                   preserve_color: settings.preserve_color, size: PREVIEW_SIZE };
     const response = await fetch("/api/preview", { method: "POST", headers: { "Content-Type": "application/json" },
                                                    body: JSON.stringify(body) });
     if (response.ok) {
@@ -277,6 +279,7 @@ async function requestPreview() {
       await loaded;
       if (previewState.shown) URL.revokeObjectURL(previewState.shown);
       previewState.shown = url;
+      previewState.painted = key;
       const painted = Number(response.headers.get("X-Paint-Seconds"));
       say("preview-status", `Preview ${studio.after.naturalWidth}×${studio.after.naturalHeight}: painted in ` +
           `${(painted * 1000).toFixed(0)} ms, on screen in ${(performance.now() - started).toFixed(0)} ms`);
@@ -341,7 +344,9 @@ async function save(form) {
 
 /** The camera painted through the server's WebSocket: one frame out, the next sent when it is back. */
 const live = { socket: null, stream: null, canvas: document.createElement("canvas"), painted: [], waiting: false,
-               shown: null };
+               shown: null, lastSent: 0, timer: null,
+               // the least time between frames: within the server's frame-rate limit (told with the settings' answer)
+               interval: 1000 / 20 };
 
 function setUpLive(samples, models) {
   const style = document.getElementById("live-style");
@@ -398,6 +403,7 @@ async function startLive() {
     if (typeof event.data === "string") {
       const message = JSON.parse(event.data);
       if (message.error) say("live-status", message.error, true);
+      if (message.limits) live.interval = 1000 / (0.8 * message.limits.max_fps);
       if (!live.waiting || message.settings) return;
     } else {
       showPainted(event.data);
@@ -429,10 +435,16 @@ function grabFrame(quality = 0.85) {
 }
 
 async function sendFrame() {
-  if (live.socket?.readyState !== WebSocket.OPEN || live.waiting) return;
+  if (live.socket?.readyState !== WebSocket.OPEN || live.waiting || live.timer) return;
+  const wait = live.lastSent + live.interval - performance.now();
+  if (wait > 0) {  // faster than the server's frame-rate limit: the next frame a little later
+    live.timer = setTimeout(() => { live.timer = null; sendFrame(); }, wait);
+    return;
+  }
   live.waiting = true;
   const frame = await grabFrame();
   if (!frame) { live.waiting = false; return setTimeout(sendFrame, 100); }
+  live.lastSent = performance.now();
   live.socket.send(frame);
 }
 
@@ -455,6 +467,8 @@ function stopLive(close = true) {
   const socket = live.socket;
   live.socket = null;
   live.waiting = false;
+  clearTimeout(live.timer);
+  live.timer = null;
   if (close && socket) socket.close(1000);
   for (const track of live.stream?.getTracks() || []) track.stop();
   live.stream = null;
