@@ -441,11 +441,13 @@ async function sendFrame() {
     live.timer = setTimeout(() => { live.timer = null; sendFrame(); }, wait);
     return;
   }
+  const socket = live.socket;
   live.waiting = true;
   const frame = await grabFrame();
+  if (live.socket !== socket || socket.readyState !== WebSocket.OPEN) return;  // stopped meanwhile
   if (!frame) { live.waiting = false; return setTimeout(sendFrame, 100); }
   live.lastSent = performance.now();
-  live.socket.send(frame);
+  socket.send(frame);
 }
 
 function showPainted(blob) {
