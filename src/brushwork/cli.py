@@ -33,6 +33,7 @@ from .images import (MAX_ASPECT, MAX_PIXELS, MIN_STYLE_SIDE, SAVE_FORMATS, check
 from .methods.gatys import INITS as GATYS_INITS, OPTIMIZERS as GATYS_OPTIMIZERS
 from .vgg import LOSS_NETWORKS
 from .samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample
+from .server.settings import Settings
 from .train_config import METHOD_DEFAULTS, TrainConfig, load_config
 from .temporal import (DEFAULT_STRENGTH, DEFAULT_TEMPORAL, FLOW_SIDE, LONG_TERM_GAP, TEMPORAL_MODES, WarpingErrors,
                        check_temporal)
@@ -739,36 +740,36 @@ def train_command(method, config, resume, weights_dir, **settings):
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("brushwork-data"),
               show_default=True, help="Folder of the stored images and the SQLite database.")
 @click.option("--database", default=None, help="SQLAlchemy database URL [default: SQLite in --data].")
-@click.option("--max-upload-mb", type=_Number(0, _LARGEST_SETTING, min_open=True), default=20, show_default=True,
-              help="Largest request (all its uploads together).")
-@click.option("--body-timeout", type=_Number(0, _LARGEST_SETTING, min_open=True), default=30, show_default=True,
-              help="Seconds a request's body may take to arrive; a slower one gets 408.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=25_000_000, show_default=True,
+@click.option("--max-upload-mb", type=_Number(0, _LARGEST_SETTING, min_open=True), default=Settings.max_upload_mb,
+              show_default=True, help="Largest request (all its uploads together).")
+@click.option("--body-timeout", type=_Number(0, _LARGEST_SETTING, min_open=True), default=Settings.body_timeout,
+              show_default=True, help="Seconds a request's body may take to arrive; a slower one gets 408.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=Settings.max_pixels, show_default=True,
               help="Largest uploaded image, in pixels (read from its header, before decoding).")
-@click.option("--concurrent-decodes", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Uploads decoded at once; more wait their turn.")
+@click.option("--concurrent-decodes", type=click.IntRange(min=1), default=Settings.concurrent_decodes,
+              show_default=True, help="Uploads decoded at once; more wait their turn.")
 @click.option("--storage-quota", type=_ByteCount(), default="10GB", show_default=True,
               help="Most bytes of images kept in --data (500MB, 2GB, 1.5GiB); a request that would store more gets "
                    "507.")
 @click.option("--unused-upload-hours", type=_Number(0, 100 * 365 * 24), default=24, show_default=True,
               help="An uploaded image that no result uses (and that is not a study artwork) is deleted this many "
                    "hours after its upload.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(min=1), default=Settings.workers, show_default=True,
               help="Stylisations at once (more help with a GPU or many cores).")
-@click.option("--queue-size", type=click.IntRange(min=0), default=16, show_default=True,
+@click.option("--queue-size", type=click.IntRange(min=0), default=Settings.queue_size, show_default=True,
               help="Requests that may wait for a worker; more are refused with 503.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--preview-max-size", type=click.IntRange(16, 4096), default=768, show_default=True,
+@click.option("--preview-max-size", type=click.IntRange(16, 4096), default=Settings.preview_max_size, show_default=True,
               help="Live studio: largest preview (shorter side, px).")
-@click.option("--preview-clients", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--preview-clients", type=click.IntRange(min=1), default=Settings.preview_clients, show_default=True,
               help="Live studio: clients whose content features and style signals are kept.")
-@click.option("--preview-cache-mb", type=_Number(0, _LARGEST_SETTING, min_open=True), default=64, show_default=True,
-              help="Live studio: most memory kept for one client's previews.")
-@click.option("--live-connections", type=click.IntRange(min=0), default=4, show_default=True,
+@click.option("--preview-cache-mb", type=_Number(0, _LARGEST_SETTING, min_open=True), default=Settings.preview_cache_mb,
+              show_default=True, help="Live studio: most memory kept for one client's previews.")
+@click.option("--live-connections", type=click.IntRange(min=0), default=Settings.live_connections, show_default=True,
               help="Webcams painted at once; more are told to try later.")
-@click.option("--live-max-fps", type=_Number(0, 240, min_open=True), default=30, show_default=True,
+@click.option("--live-max-fps", type=_Number(0, 240, min_open=True), default=Settings.live_max_fps, show_default=True,
               help="Webcam frames a second one connection may send; a faster one is disconnected.")
-@click.option("--live-max-side", type=click.IntRange(16, 4096), default=640, show_default=True,
+@click.option("--live-max-side", type=click.IntRange(16, 4096), default=Settings.live_max_side, show_default=True,
               help="Largest webcam frame (longer side, px).")
 @_weights_dir_option
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME[:PORT]",
@@ -782,7 +783,7 @@ def serve(host, port, data_dir, database, max_upload_mb, body_timeout, max_pixel
     from sqlalchemy.exc import SQLAlchemyError
 
     from .server.app import create_app
-    from .server.settings import Settings, default_allowed_hosts
+    from .server.settings import default_allowed_hosts
 
     allowed_hosts = list(allowed_hosts) or default_allowed_hosts(host, port)
     settings = Settings(data_dir=data_dir, database_url=database, weights_dirs=list(weights_dir), device=device,
