@@ -164,8 +164,10 @@ def test_live_tab_paints_the_camera_and_shows_the_frame_rate(server, chromium):
     page.click("#live-start")
     expect(page.locator("#live-rate")).to_contain_text("frames/s", timeout=30_000)
     painted = page.locator("#live-output")
-    page.wait_for_function("image => image.naturalWidth > 0", arg=painted.element_handle())
-    assert painted.evaluate("image => Math.min(image.naturalWidth, image.naturalHeight)") == 120
+    # Frames keep replacing the image (its size is 0 while the next one loads): read the size in one call.
+    shown = page.wait_for_function("image => image.naturalWidth > 0 && Math.min(image.naturalWidth, image.naturalHeight)",
+                                   arg=painted.element_handle())
+    assert shown.json_value() == 120
     first = painted.get_attribute("src")
     expect(painted).not_to_have_attribute("src", first, timeout=15_000)  # more frames keep coming
     set_slider(page, "#live-alpha", 0.5)
