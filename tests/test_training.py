@@ -103,6 +103,8 @@ def test_config_file_overrides_and_sweeps(tmp_path):
     ({"ssc_negatives": 8}, "ssc_negatives"),
     ({"style_weight": -1.0}, "must not be negative"),
     ({"content_dir": ""}, "give content_dir and style_dir"),
+    ({"anchor_weight": 1.0}, "anchor_weight needs init_from"),
+    ({"structure_weight": -1.0}, "must not be negative"),
 ])
 def test_config_errors(settings, message):
     with pytest.raises(BrushworkError, match=message):
@@ -230,6 +232,52 @@ def test_fine_tuning_starts_from_a_registry_model(folders, tmp_path, weights_dir
     content = torch.rand(1, 3, 24, 24)
     with torch.no_grad():
         assert torch.equal(same.model(content, content), official(content, content))
+
+
+def test_structure_loss_is_one_minus_the_luminance_ssim():
+    from skimage.metrics import structural_similarity
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 48, 48, generator=generator)
+    assert losses.structure_loss(image, image).item() == pytest.approx(0, abs=1e-6)
+    blurred = torch.nn.functional.avg_pool2d(image, 3, stride=1, padding=1)
+    luma = [(t[0] * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0).numpy() for t in (image, blurred)]
+    expected = structural_similarity(luma[0], luma[1], data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                     use_sample_covariance=False)
+    assert losses.structure_loss(blurred, image).item() == pytest.approx(1 - expected, abs=0.02)
+    assert losses.structure_loss(torch.rand(1, 3, 48, 48, generator=generator), image) > 0.8
+
+
+def test_the_anchor_holds_a_fine_tune_to_where_it_started(folders, tmp_path, weights_dir):
+    """The anchor is the init_from network, frozen: its term is 0 before the first step and the structure term
+    moves the network away from it; a resumed run loads the same anchor again."""
+    from brushwork.training import MicroASTTraining
+    from brushwork.vgg import load_loss_network
+
+    config = tiny_config(folders, tmp_path, weights_dir, init_from="microast", content_weight=0, style_weight=0,
+                         ssc_weight=0, anchor_weight=1, structure_weight=1)
+    network = load_loss_network("vgg16-hed", MicroASTTraining.loss_layers(config), weights_dir=weights_dir)
+    module = MicroASTTraining(dataclasses.asdict(config), network)
+    module.load_initial("microast", [weights_dir])
+    generator = torch.Generator().manual_seed(0)
+    content, style = torch.rand(2, 3, 32, 32, generator=generator), torch.rand(2, 3, 32, 32, generator=generator)
+    _, terms = module.compute_losses(content, style)
+    assert set(terms) == {"anchor", "structure"}
+    assert terms["anchor"].item() == pytest.approx(0, abs=1e-6)
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=1e-3)
+    for _ in range(3):
+        _, terms = module.compute_losses(content, style)
+        optimizer.zero_grad()
+        (terms["anchor"] + terms["structure"]).backward()
+        optimizer.step()
+    assert module.compute_losses(content, style)[1]["anchor"].item() > 1e-4
+    assert not any(p.requires_grad for p in module.anchor().parameters())
+    again = MicroASTTraining(dataclasses.asdict(config), network)  # a resumed run: no load_initial
+    assert torch.equal(again.anchor().decoder.dec1.conv1.conv_layer.weight,
+                       module.anchor().decoder.dec1.conv1.conv_layer.weight)
+    tuned = MicroASTTraining(dataclasses.asdict(dataclasses.replace(config, decoder="tuned")), network)
+    with pytest.raises(BrushworkError, match="cannot be the anchor"):
+        tuned.anchor()
 
 
 def test_wandb_offline_and_the_command_line(folders, tmp_path, weights_dir):

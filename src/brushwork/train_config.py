@@ -66,6 +66,11 @@ class TrainConfig:
     ssc_weight: float = _setting(3.0, "Weight of the style-signal contrastive loss.")
     tv_weight: float = _setting(0.0, "Weight of the total-variation loss.")
     perceptual_weight: float = _setting(0.0, "Weight of the LPIPS-style perceptual distance to the content.")
+    structure_weight: float = _setting(0.0, "microast: weight of 1 - SSIM between the output's and the content's "
+                                            "luminance (keeps the photo's structure; not the paper's loss).")
+    anchor_weight: float = _setting(0.0, "microast: weight of the distance (features at relu1_1..relu4_1) to what "
+                                         "the init_from weights, frozen, paint: fine-tuning that keeps what they "
+                                         "do well (their outputs as targets; not the paper's protocol).")
     hinge_weight: float = _setting(0.0, "vst: weight of the disentanglement hinge loss.")
     hinge_margin: float = _setting(0.0, "vst: margin of the disentanglement hinge loss.")
     kl_weight: float = _setting(0.0, "vst: weight of the KL divergence of the style code from N(0, I).")
@@ -121,6 +126,9 @@ class TrainConfig:
             (self.latent_dim >= 1 and self.style_size >= 16, "latent_dim must be positive, style_size >= 16"),
             (self.method == "microast" or self.ssc_weight == 0,
              "the style-signal contrastive loss (ssc_weight) is MicroAST's"),
+            (self.method == "microast" or self.structure_weight == self.anchor_weight == 0,
+             "structure_weight and anchor_weight are settings of microast"),
+            (self.anchor_weight == 0 or bool(self.init_from), "anchor_weight needs init_from (the anchor)"),
             (self.decoder in DECODER_HEADS, f"decoder must be one of {', '.join(DECODER_HEADS)}"),
             (self.loss_net == "auto" or self.loss_net in LOSS_NETWORKS,
              f"loss_net must be auto or one of {', '.join(LOSS_NETWORKS)}"),
@@ -134,7 +142,8 @@ class TrainConfig:
             (self.ssc_negatives is None or 1 <= self.ssc_negatives < self.batch_size,
              "ssc_negatives must be between 1 and batch_size - 1"),
             (min(self.content_weight, self.style_weight, self.ssc_weight, self.tv_weight,
-                 self.perceptual_weight, self.hinge_weight, self.kl_weight) >= 0, "loss weights must not be negative"),
+                 self.perceptual_weight, self.hinge_weight, self.kl_weight, self.structure_weight,
+                 self.anchor_weight) >= 0, "loss weights must not be negative"),
         ]
         for ok, message in checks:
             if not ok:

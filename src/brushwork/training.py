@@ -82,7 +82,7 @@ class StyleTransferTraining(pl.LightningModule):
         c = self.config
         weights = {"content": c.content_weight, "style": c.style_weight, "ssc": c.ssc_weight,
                    "tv": c.tv_weight, "perceptual": c.perceptual_weight, "hinge": c.hinge_weight,
-                   "kl": c.kl_weight}
+                   "kl": c.kl_weight, "structure": c.structure_weight, "anchor": c.anchor_weight}
         return {name: weight for name, weight in weights.items() if weight > 0}
 
     def warmup_weights(self) -> dict[str, float]:
@@ -207,15 +207,37 @@ class MicroASTTraining(StyleTransferTraining):
             content_features = network(content)
             style_features = network(style)
         terms = self.common_terms(output, output_features, content_features, style_features)
-        if "ssc" in self.loss_weights():
+        weights = self.loss_weights()
+        if "ssc" in weights:
             output_signals = self.model.encode_style(output)
             terms["ssc"] = losses.style_signal_contrastive_loss(
                 output_signals.components(), signals.components(), self.config.ssc_negatives)
+        if "structure" in weights:
+            terms["structure"] = losses.structure_loss(output, content)
+        if "anchor" in weights:
+            with torch.no_grad():
+                anchor_features = network(self.anchor()(content, style))
+            terms["anchor"] = sum(losses.relative_content_loss(output_features, anchor_features, layer)
+                                  for layer in losses.STYLE_LAYERS)
         return output, terms
 
-    def load_initial(self, source: str, weights_dir) -> None:
-        """A decoder head of another kind than the one being trained is left at its fresh initialisation (with a
-        warning)."""
+    def anchor(self) -> MicroAST:
+        """The network the run started from (``init_from``), frozen: ``anchor_weight`` holds the outputs near
+        its own. Loaded again from its source on a resumed run."""
+        anchor = self.__dict__.get("_anchor")
+        if anchor is None:
+            state, skipped = self._fitting_state(self.config.init_from, self.config.weights_dir)
+            if skipped:
+                raise BrushworkError(f"{self.config.init_from}: has another decoder head than {self.config.decoder!r}, "
+                                     "so it cannot be the anchor")
+            anchor = MicroAST(self.config.decoder)
+            anchor.load_state_dict(state)
+            anchor = anchor.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
+            self.__dict__["_anchor"] = anchor
+        return anchor
+
+    def _fitting_state(self, source: str, weights_dir) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The weights of ``source`` that fit this network, and the keys of the network they leave out."""
         path = Path(source)
         if path.is_file() and path.suffix == ".ckpt":
             state = self._checkpoint_state(path)
@@ -224,10 +246,16 @@ class MicroASTTraining(StyleTransferTraining):
             state = {f"{part}.{key}": value for part in microast.PARTS
                      for key, value in registry.read_state_dict(paths[part]).items()}
         own = self.model.state_dict()
-        fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        fitting = {k: v.float() for k, v in state.items() if k in own and own[k].shape == v.shape}
         skipped = sorted(set(own) - set(fitting))
         if any(not key.startswith("decoder.dec3.") for key in skipped):
             raise BrushworkError(f"{source}: does not fit MicroAST (no weights for {skipped[0]})")
+        return fitting, skipped
+
+    def load_initial(self, source: str, weights_dir) -> None:
+        """A decoder head of another kind than the one being trained is left at its fresh initialisation (with a
+        warning)."""
+        fitting, skipped = self._fitting_state(source, weights_dir)
         if skipped:
             log.warning("%s has another decoder head than %r: the head starts from scratch", source,
                         self.config.decoder)
