@@ -117,7 +117,9 @@ class StyleTransferTraining(pl.LightningModule):
             terms["content"] = losses.CONTENT_LOSSES[self.config.content_loss](
                 output_features, content_target if content_target is not None else content_features)
         if "style" in weights:
-            terms["style"] = losses.STYLE_LOSSES[self.config.style_loss](output_features, style_features)
+            margin, height = self.config.style_margin, output.shape[-2]
+            terms["style"] = losses.STYLE_LOSSES[self.config.style_loss](
+                losses.without_border(output_features, margin, height), losses.without_border(style_features, margin, height))
         if "tv" in weights:
             terms["tv"] = losses.total_variation(output)
         if "perceptual" in weights:
