@@ -113,13 +113,15 @@ class StyleTransferTraining(pl.LightningModule):
         """The terms every method shares; ``content_target`` replaces the content's features in the content
         loss (AdaIN compares with the AdaIN output, not with the content)."""
         weights, terms = self.loss_weights(), {}
+        margin, height = self.config.loss_margin, output.shape[-2]
+        def inner(features):  # the border left out (loss_margin)
+            return losses.without_border(features, margin, height)
+
         if "content" in weights:
             terms["content"] = losses.CONTENT_LOSSES[self.config.content_loss](
-                output_features, content_target if content_target is not None else content_features)
+                inner(output_features), inner(content_target if content_target is not None else content_features))
         if "style" in weights:
-            margin, height = self.config.style_margin, output.shape[-2]
-            terms["style"] = losses.STYLE_LOSSES[self.config.style_loss](
-                losses.without_border(output_features, margin, height), losses.without_border(style_features, margin, height))
+            terms["style"] = losses.STYLE_LOSSES[self.config.style_loss](inner(output_features), inner(style_features))
         if "tv" in weights:
             terms["tv"] = losses.total_variation(output)
         if "perceptual" in weights:
