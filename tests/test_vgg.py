@@ -102,6 +102,19 @@ def test_torchvision_layout_loads_by_key(tmp_path):
         vgg.load_features(partial, state, "test")
 
 
+def test_reflect_padded_hed_shares_the_weights_and_differs_at_the_border(hed, weights_dir):
+    """vgg16-hed-reflect: HED's weights, reflection padding. At relu1_2 (two 3x3 convolutions) only the outer two
+    pixels may differ; a constant image has border features equal to the interior's (no zero padding to see)."""
+    reflect = vgg.load_loss_network("vgg16-hed-reflect", HED_LAYERS, weights_dir=weights_dir)
+    assert torch.equal(reflect.features[0].weight, hed.features[0].weight)
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    zeros, mirrored = hed(image)["relu1_2"], reflect(image)["relu1_2"]
+    assert torch.allclose(zeros[..., 2:-2, 2:-2], mirrored[..., 2:-2, 2:-2], atol=1e-4)
+    assert not torch.allclose(zeros[..., 0, :], mirrored[..., 0, :], atol=1e-2)
+    flat = reflect(torch.full((1, 3, 40, 40), 0.5))["relu3_3"]
+    assert torch.allclose(flat, flat[..., 5:6, 5:6].expand_as(flat), atol=1e-3)
+
+
 def test_loss_network_errors(tmp_path, weights_dir):
     with pytest.raises(BrushworkError, match="unknown loss network"):
         vgg.load_loss_network("alexnet", ["relu1_1"])

@@ -8,6 +8,8 @@ own preprocessing, so callers never think about it. Weights come from the regist
   mean/std preprocessing, floor-mode pooling, as torchvision defines the networks;
 - ``vgg16-hed``: VGG16 from HED (Keras 3 ``.weights.h5``, read with h5py), BGR 0-255 minus the Caffe mean,
   ceil-mode ("same") pooling, as in that network;
+- ``vgg16-hed-reflect``: the same weights with reflection padding, so that the features at an image's border look
+  like the interior's (an AdaIN decoder trained over zero padding paints a frame);
 - ``vgg19-normalised``: AdaIN's encoder (pytorch-AdaIN's ``vgg_normalised.pth``): a learned 1x1 input convolution
   (RGB [0, 1] -> Caffe BGR), reflection padding, ceil-mode pooling; its ``nn.Sequential`` indices are mapped to
   torchvision's by :func:`read_adain_vgg`.
@@ -129,6 +131,7 @@ class LossNetwork:
     preprocess: type[nn.Module]
     ceil_mode: bool
     padding_mode: str = "zeros"
+    weights: str | None = None  # the registry entry of its weights, if not its own name
 
 
 #: Every loss network by registry name (``choose_loss_net`` picks one for ``auto``).
@@ -136,6 +139,7 @@ LOSS_NETWORKS = {
     "vgg19": LossNetwork("vgg19", ImageNetNormalize, ceil_mode=False),
     "vgg16": LossNetwork("vgg16", ImageNetNormalize, ceil_mode=False),
     "vgg16-hed": LossNetwork("vgg16", CaffeBGR, ceil_mode=True),
+    "vgg16-hed-reflect": LossNetwork("vgg16", CaffeBGR, ceil_mode=True, padding_mode="reflect", weights="vgg16-hed"),
     "vgg19-normalised": LossNetwork("vgg19", InputConv, ceil_mode=True, padding_mode="reflect"),
 }
 
@@ -160,7 +164,7 @@ def load_loss_network(name: str, layers: Sequence[str], *, device: str | torch.d
         network = VGGFeatures(spec.architecture, layers, spec.preprocess(), spec.ceil_mode, spec.padding_mode)
     except ValueError as error:
         raise BrushworkError(str(error)) from None
-    path = registry.resolve(name, weights_dir)["features"]
+    path = registry.resolve(spec.weights or name, weights_dir)["features"]
     if path.suffix == ".h5":
         state = read_hed_h5(path)
     elif name == "vgg19-normalised":
