@@ -131,7 +131,6 @@ class LossNetwork:
     preprocess: type[nn.Module]
     ceil_mode: bool
     padding_mode: str = "zeros"
-    weights: str | None = None  # the registry entry of its weights, if not its own name
 
 
 #: Every loss network by registry name (``choose_loss_net`` picks one for ``auto``).
@@ -139,7 +138,7 @@ LOSS_NETWORKS = {
     "vgg19": LossNetwork("vgg19", ImageNetNormalize, ceil_mode=False),
     "vgg16": LossNetwork("vgg16", ImageNetNormalize, ceil_mode=False),
     "vgg16-hed": LossNetwork("vgg16", CaffeBGR, ceil_mode=True),
-    "vgg16-hed-reflect": LossNetwork("vgg16", CaffeBGR, ceil_mode=True, padding_mode="reflect", weights="vgg16-hed"),
+    "vgg16-hed-reflect": LossNetwork("vgg16", CaffeBGR, ceil_mode=True, padding_mode="reflect"),
     "vgg19-normalised": LossNetwork("vgg19", InputConv, ceil_mode=True, padding_mode="reflect"),
 }
 
@@ -164,7 +163,7 @@ def load_loss_network(name: str, layers: Sequence[str], *, device: str | torch.d
         network = VGGFeatures(spec.architecture, layers, spec.preprocess(), spec.ceil_mode, spec.padding_mode)
     except ValueError as error:
         raise BrushworkError(str(error)) from None
-    path = registry.resolve(spec.weights or name, weights_dir)["features"]
+    path = registry.resolve(name, weights_dir)["features"]
     if path.suffix == ".h5":
         state = read_hed_h5(path)
     elif name == "vgg19-normalised":

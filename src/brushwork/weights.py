@@ -342,11 +342,15 @@ DEFAULT_MODEL = "microast-cv-coco-wikiart"
 DEFAULT_JOHNSON = "johnson-la-muse"
 
 
+#: Loss networks built from another entry's files (``vgg.LOSS_NETWORKS`` says how they differ).
+ALIASES = {"vgg16-hed-reflect": "vgg16-hed"}
+
+
 def get(name: str | None = None) -> Weights:
-    """The registry entry called ``name`` (the default model when ``None``)."""
+    """The registry entry called ``name`` (the default model when ``None``; an alias: the entry of its files)."""
     name = DEFAULT_MODEL if name is None else name
     try:
-        return REGISTRY[name]
+        return REGISTRY[ALIASES.get(name, name)]
     except KeyError:
         raise BrushworkError(f"unknown weights {name!r}; known: {', '.join(REGISTRY)}") from None
 
