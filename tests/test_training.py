@@ -105,7 +105,6 @@ def test_config_file_overrides_and_sweeps(tmp_path):
     ({"content_dir": ""}, "give content_dir and style_dir"),
     ({"anchor_weight": 1.0}, "anchor_weight needs init_from"),
     ({"structure_weight": -1.0}, "must not be negative"),
-    ({"loss_margin": 128}, "loss_margin must be"),
 ])
 def test_config_errors(settings, message):
     with pytest.raises(BrushworkError, match=message):
@@ -247,36 +246,6 @@ def test_structure_loss_is_one_minus_the_luminance_ssim():
                                      use_sample_covariance=False)
     assert losses.structure_loss(blurred, image).item() == pytest.approx(1 - expected, abs=0.02)
     assert losses.structure_loss(torch.rand(1, 3, 48, 48, generator=generator), image) > 0.8
-
-
-def test_style_statistics_without_the_border():
-    """A margin of 8 image pixels is 8 features at full resolution and 1 at stride 8; the border's features (here
-    a frame of large values) leave the statistics."""
-    image = torch.zeros(1, 2, 64, 64)
-    image[..., :4, :] = 100.0  # a frame along the top
-    coarse = torch.zeros(1, 2, 8, 8)
-    coarse[..., 0, :] = 100.0
-    trimmed = losses.without_border({"relu1_1": image, "relu4_1": coarse}, 8, 64)
-    assert trimmed["relu1_1"].shape[-2:] == (48, 48) and trimmed["relu4_1"].shape[-2:] == (6, 6)
-    assert trimmed["relu1_1"].abs().max() == 0 and trimmed["relu4_1"].abs().max() == 0
-    assert losses.without_border({"relu4_1": coarse}, 0, 64)["relu4_1"] is coarse
-    assert losses.without_border({"relu4_1": torch.zeros(1, 1, 3, 3)}, 60, 64)["relu4_1"].shape[-2:] == (1, 1)
-    frame = losses.style_loss({"relu1_1": image}, {"relu1_1": torch.zeros_like(image)}, ["relu1_1"])
-    assert frame > 0 and losses.style_loss(trimmed, {"relu1_1": torch.zeros(1, 2, 48, 48)}, ["relu1_1"]) == 0
-
-
-def test_the_loss_margin_leaves_the_border_out_of_content_and_style():
-    from brushwork.training import MicroASTTraining
-
-    features = {layer: torch.rand(1, 4, 64 // 2 ** i, 64 // 2 ** i) for i, layer in enumerate(losses.STYLE_LAYERS)}
-    framed = {layer: value.clone() for layer, value in features.items()}
-    for value in framed.values():
-        value[..., 0, :] += 10.0  # differs only along the top border
-    output = torch.rand(1, 3, 64, 64)
-    for margin, differs in ((0, True), (8, False)):
-        config = TrainConfig(content_dir="c", style_dir="s", ssc_weight=0, loss_margin=margin)
-        terms = MicroASTTraining(dataclasses.asdict(config)).common_terms(output, framed, features, features)
-        assert bool(terms["content"] > 0) is differs and bool(terms["style"] > 0) is differs
 
 
 def test_the_anchor_holds_a_fine_tune_to_where_it_started(folders, tmp_path, weights_dir):

@@ -39,18 +39,6 @@ def style_loss(output: Features, target: Features, layers: Sequence[str] = STYLE
     return torch.stack([mean_std_loss(output[layer], target[layer]) for layer in layers]).sum()
 
 
-def without_border(features: Features, margin: int, image_height: int) -> dict[str, torch.Tensor]:
-    """Each layer's features less ``margin`` image pixels along every border (fewer at coarser layers, scaled by
-    the layer's stride; at least one feature kept). The statistics of a zero-padded loss network differ at the
-    border: a style loss over them teaches a decoder to paint a frame."""
-    trimmed = {}
-    for layer, value in features.items():
-        height, width = value.shape[-2:]
-        cut = min(round(margin * height / image_height), (min(height, width) - 1) // 2)
-        trimmed[layer] = value[..., cut:height - cut, cut:width - cut] if cut > 0 else value
-    return trimmed
-
-
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """NxCxC channel correlations, divided by C*H*W so that image size does not change their scale."""
     n, c, h, w = features.shape

@@ -66,9 +66,6 @@ class TrainConfig:
     ssc_weight: float = _setting(3.0, "Weight of the style-signal contrastive loss.")
     tv_weight: float = _setting(0.0, "Weight of the total-variation loss.")
     perceptual_weight: float = _setting(0.0, "Weight of the LPIPS-style perceptual distance to the content.")
-    loss_margin: int = _setting(0, "Content and style losses leave out this many pixels along each border (fewer "
-                                   "at coarser layers): with a zero-padded VGG, AdaIN's targets at the border fit "
-                                   "no image and teach a decoder to paint a frame.")
     structure_weight: float = _setting(0.0, "microast: weight of 1 - SSIM between the output's and the content's "
                                             "luminance (keeps the photo's structure; not the paper's loss).")
     anchor_weight: float = _setting(0.0, "microast: weight of the distance (features at relu1_1..relu4_1) to what "
@@ -127,7 +124,6 @@ class TrainConfig:
             (0 <= self.warmup_steps <= self.max_steps and self.cache_mb >= 0,
              "warmup_steps must be between 0 and max_steps, cache_mb at least 0"),
             (self.latent_dim >= 1 and self.style_size >= 16, "latent_dim must be positive, style_size >= 16"),
-            (0 <= self.loss_margin < self.crop // 2, "loss_margin must be at least 0 and less than half of crop"),
             (self.method == "microast" or self.ssc_weight == 0,
              "the style-signal contrastive loss (ssc_weight) is MicroAST's"),
             (self.method == "microast" or self.structure_weight == self.anchor_weight == 0,

@@ -113,15 +113,11 @@ class StyleTransferTraining(pl.LightningModule):
         """The terms every method shares; ``content_target`` replaces the content's features in the content
         loss (AdaIN compares with the AdaIN output, not with the content)."""
         weights, terms = self.loss_weights(), {}
-        margin, height = self.config.loss_margin, output.shape[-2]
-        def inner(features):  # the border left out (loss_margin)
-            return losses.without_border(features, margin, height)
-
         if "content" in weights:
             terms["content"] = losses.CONTENT_LOSSES[self.config.content_loss](
-                inner(output_features), inner(content_target if content_target is not None else content_features))
+                output_features, content_target if content_target is not None else content_features)
         if "style" in weights:
-            terms["style"] = losses.STYLE_LOSSES[self.config.style_loss](inner(output_features), inner(style_features))
+            terms["style"] = losses.STYLE_LOSSES[self.config.style_loss](output_features, style_features)
         if "tv" in weights:
             terms["tv"] = losses.total_variation(output)
         if "perceptual" in weights:
