@@ -171,14 +171,14 @@ def test_adain_training_losses_fall_and_the_result_loads(folders, tmp_path, weig
     [(_, config)] = load_config(None, dict(
         content_dir=str(folders / "content"), style_dir=str(folders / "style"), output_dir=str(tmp_path / "run"),
         batch_size=2, resize=40, crop=32, max_steps=4, workers=0, log_every=2, sample_every=0,
-        checkpoint_every=2, loss_net="vgg16-hed", lr=1e-3, weights_dir=[str(weights_dir)]), "adain")
+        checkpoint_every=2, loss_net="vgg16-hed-reflect", lr=1e-3, weights_dir=[str(weights_dir)]), "adain")
     assert config.style_weight == 10.0 and config.ssc_weight == 0.0  # AdaIN's own defaults
 
     # Losses fall: a few steps on one fixed batch (with the style weight the shipped decoder was trained with:
     # over vgg16-hed the style term is far larger than over AdaIN's normalised VGG19).
     network = load_loss_network("vgg16-hed", AdaINTraining.loss_layers(config), weights_dir=weights_dir)
     torch.manual_seed(3)  # the decoder's initialisation: the same run whatever ran before
-    module = AdaINTraining(dict(dataclasses.asdict(config), style_weight=0.25), network)
+    module = AdaINTraining(dict(dataclasses.asdict(config), style_weight=0.25, structure_weight=1.0), network)
     optimizer = module.configure_optimizers()["optimizer"]
     def batch(folder):
         return torch.cat([to_tensor(load_image(p).resize((32, 32))) for p in sorted(folder.glob("*.*"))[:2]])
@@ -194,14 +194,16 @@ def test_adain_training_losses_fall_and_the_result_loads(folders, tmp_path, weig
         total.backward()
         optimizer.step()
         totals.append(float(total.detach()))
-    assert set(terms) == {"content", "style"} and max(totals[-5:]) < 0.9 * totals[0]
+    assert set(terms) == {"content", "style", "structure"} and max(totals[-5:]) < 0.9 * totals[0]
     assert not any(key.startswith("loss_network") for key in module.state_dict())
 
     folder = train(config)
     record = json.loads((folder / "training.json").read_text())
-    assert record["method"] == "adain" and record["encoder"] == "vgg16-hed" and record["steps"] == 4
+    # Over the reflection-padded HED (the shipped decoder's encoder): the same files, another network.
+    assert record["method"] == "adain" and record["encoder"] == "vgg16-hed-reflect" and record["steps"] == 4
     trained = brushwork.load_model(folder, weights_dir=weights_dir, device="cpu")
-    assert isinstance(trained, adain.AdaIN) and trained.encoder_name == "vgg16-hed"
+    assert isinstance(trained, adain.AdaIN) and trained.encoder_name == "vgg16-hed-reflect"
+    assert trained.encoder.features[0].padding_mode == "reflect"
     out = brushwork.stylize(torch.rand(1, 3, 30, 20), torch.rand(1, 3, 24, 24), model=trained)
     assert out.size == (20, 30)
     with pytest.raises(BrushworkError, match="a adain model, not microast"):
@@ -213,3 +215,7 @@ def test_adain_config_refuses_the_contrastive_loss(tmp_path):
 
     with pytest.raises(BrushworkError, match="contrastive"):
         load_config(None, dict(content_dir="c", style_dir="s", ssc_weight=3.0), "adain")
+    with pytest.raises(BrushworkError, match="anchor_weight is a setting of microast"):
+        load_config(None, dict(content_dir="c", style_dir="s", anchor_weight=1.0, init_from="adain-vgg16-hed"), "adain")
+    with pytest.raises(BrushworkError, match="structure_weight is a setting of microast and adain"):
+        load_config(None, dict(content_dir="c", style_image=__file__, structure_weight=1.0), "johnson")

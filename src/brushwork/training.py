@@ -314,6 +314,8 @@ class AdaINTraining(StyleTransferTraining):
         output_features = network(output)
         terms = self.common_terms(output, output_features, content_features, style_features,
                                   content_target={losses.CONTENT_LAYER: target})
+        if "structure" in self.loss_weights():
+            terms["structure"] = losses.structure_loss(output, content)
         return output, terms
 
     def load_initial(self, source: str, weights_dir) -> None:
