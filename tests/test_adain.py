@@ -70,7 +70,7 @@ def images(eval_images):
 
 def test_the_shipped_decoder_is_registered_and_checked(weights_dir):
     entry = weights.get("adain-vgg16-hed")
-    assert entry.encoder == "vgg16-hed" and entry.file("decoder").sha256 == weights.ADAIN_HED_SHA256
+    assert entry.encoder == "vgg16-hed-reflect" and entry.file("decoder").sha256 == weights.ADAIN_HED_SHA256
     assert len(weights.ADAIN_HED_SHA256) == 64
     [item] = weights.status(entry, check=True)
     assert item.found.place == "package" and item.ok

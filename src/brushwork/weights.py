@@ -215,12 +215,13 @@ def _adain_entries() -> tuple[Weights, ...]:
             folder="adain-vgg16-hed",
             files=(WeightFile("decoder", "decoder.pth", ADAIN_HED_SHA256,
                               Packaged("models/adain-vgg16-hed/decoder.pth")),),
-            summary="AdaIN decoder trained by brushwork over the offline vgg16-hed encoder to invert it (not the "
-                    "paper's style loss); see its model card (brushwork/models/adain-vgg16-hed/README.md).",
+            summary="AdaIN decoder trained by brushwork over the offline vgg16-hed encoder (reflection-padded): "
+                    "inversion, then the paper's loss plus a structure term; short CPU run, see its model card "
+                    "(brushwork/models/adain-vgg16-hed/README.md).",
             source="brushwork (trained with 'brushwork train adain'), shipped in the package",
             licence="MIT",
             citation=_ADAIN_CITATION,
-            encoder="vgg16-hed",
+            encoder="vgg16-hed-reflect",
         ),
     )
 
@@ -271,7 +272,7 @@ def _vst() -> Weights:
 
 
 #: sha256 of the AdaIN decoder brushwork ships (see models/adain-vgg16-hed/README.md).
-ADAIN_HED_SHA256 = "0cbb52ae232409405f6189957439c146741a742941e9fe535737e36ddc721014"
+ADAIN_HED_SHA256 = "7ec8ce086677ea83c08fcfefa66b72acf10605898a155fd92b8d6d59b301fc1e"
 
 REGISTRY: dict[str, Weights] = {w.name: w for w in (
     _microast_official(),
