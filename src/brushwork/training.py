@@ -109,9 +109,10 @@ class StyleTransferTraining(pl.LightningModule):
         return self.loss_network
 
     def common_terms(self, output: torch.Tensor, output_features, content_features, style_features,
-                     content_target=None) -> dict[str, torch.Tensor]:
+                     content_target=None, content: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The terms every method shares; ``content_target`` replaces the content's features in the content
-        loss (AdaIN compares with the AdaIN output, not with the content)."""
+        loss (AdaIN compares with the AdaIN output, not with the content); ``content``: the photos, for the
+        structure term."""
         weights, terms = self.loss_weights(), {}
         if "content" in weights:
             terms["content"] = losses.CONTENT_LOSSES[self.config.content_loss](
@@ -122,6 +123,8 @@ class StyleTransferTraining(pl.LightningModule):
             terms["tv"] = losses.total_variation(output)
         if "perceptual" in weights:
             terms["perceptual"] = losses.perceptual_distance(output_features, content_features)
+        if "structure" in weights:
+            terms["structure"] = losses.structure_loss(output, content)
         return terms
 
     @classmethod
@@ -206,14 +209,12 @@ class MicroASTTraining(StyleTransferTraining):
         with torch.no_grad():
             content_features = network(content)
             style_features = network(style)
-        terms = self.common_terms(output, output_features, content_features, style_features)
+        terms = self.common_terms(output, output_features, content_features, style_features, content=content)
         weights = self.loss_weights()
         if "ssc" in weights:
             output_signals = self.model.encode_style(output)
             terms["ssc"] = losses.style_signal_contrastive_loss(
                 output_signals.components(), signals.components(), self.config.ssc_negatives)
-        if "structure" in weights:
-            terms["structure"] = losses.structure_loss(output, content)
         if "anchor" in weights:
             with torch.no_grad():
                 anchor_features = network(self.anchor()(content, style))
@@ -313,9 +314,7 @@ class AdaINTraining(StyleTransferTraining):
         output = self.model(target)
         output_features = network(output)
         terms = self.common_terms(output, output_features, content_features, style_features,
-                                  content_target={losses.CONTENT_LAYER: target})
-        if "structure" in self.loss_weights():
-            terms["structure"] = losses.structure_loss(output, content)
+                                  content_target={losses.CONTENT_LAYER: target}, content=content)
         return output, terms
 
     def load_initial(self, source: str, weights_dir) -> None:
