@@ -105,6 +105,7 @@ def test_config_file_overrides_and_sweeps(tmp_path):
     ({"content_dir": ""}, "give content_dir and style_dir"),
     ({"anchor_weight": 1.0}, "anchor_weight needs init_from"),
     ({"structure_weight": -1.0}, "must not be negative"),
+    ({"style_resize": 8}, "style_resize must be at least 16"),
 ])
 def test_config_errors(settings, message):
     with pytest.raises(BrushworkError, match=message):
@@ -134,6 +135,22 @@ def test_stream_skips_broken_files_and_never_ends(folders, caplog):
     again = [pair for pair, _ in zip(data.ContentStylePairs(folders / "content", folders / "style", resize_to=40,
                                                             crop=32, seed=1), range(3))]
     assert all(torch.equal(a[0], b[0]) for a, b in zip(pairs, again))  # a fixed seed repeats
+
+
+def test_styles_can_be_resized_apart_from_the_photos(folders):
+    """``style_resize``: style crops come from the paintings at their own scale (here the whole width of each)."""
+    resized = [data.resized_pixels(data.load_image(path), 32, 32).float().div(255.0)
+               for path in data.find_images(folders / "style")]
+    assert all(pixels.shape == (3, 38, 32) for pixels in resized)  # 60x72 paintings at 32 px
+    windows = [pixels[:, top:top + 32] for pixels in resized for top in range(pixels.shape[1] - 31)]
+    dataset = data.ContentStylePairs(folders / "content", folders / "style", resize_to=64, crop=32, seed=2,
+                                     style_resize_to=32)
+    for content, style in (pair for pair, _ in zip(dataset, range(12))):
+        assert any(torch.equal(style, window) for window in windows)
+        assert content.shape == (3, 32, 32)
+    plain = data.ContentStylePairs(folders / "content", folders / "style", resize_to=64, crop=32, seed=2)
+    assert not all(any(torch.equal(style, window) for window in windows)
+                   for _, style in (pair for pair, _ in zip(plain, range(12))))
 
 
 def test_stream_of_only_broken_files_stops_with_an_error(tmp_path):

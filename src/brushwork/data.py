@@ -119,15 +119,16 @@ class ContentStylePairs(_Endless):
     """Endless (content, style) crop pairs; every data-loader worker draws its own shuffled order."""
 
     def __init__(self, content_dir: str | Path, style_dir: str | Path, *, resize_to: int = 512, crop: int = 256,
-                 seed: int = 0, length: int | None = None, cache_bytes: int = 0):
+                 seed: int = 0, length: int | None = None, cache_bytes: int = 0, style_resize_to: int | None = None):
         super().__init__(content_dir, resize_to=resize_to, crop=crop, seed=seed, length=length,
                          cache_bytes=cache_bytes)
         self.styles = find_images(style_dir)
+        self.style_resize_to = style_resize_to or resize_to
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rng = self._rng()
         contents = ImageStream(self.contents, self.resize_to, self.crop, rng, self.cache_bytes // 2)
-        styles = ImageStream(self.styles, self.resize_to, self.crop, rng, self.cache_bytes // 2)
+        styles = ImageStream(self.styles, self.style_resize_to, self.crop, rng, self.cache_bytes // 2)
         return zip(contents, styles)
 
 

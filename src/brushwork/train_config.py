@@ -83,6 +83,8 @@ class TrainConfig:
     lr_decay: float = _setting(5e-5, "Learning rate at step t is lr / (1 + lr_decay * t).")
     batch_size: int = _setting(8, "Pairs per step.")
     resize: int = _setting(512, "Shorter side images are resized to before cropping.")
+    style_resize: int | None = _setting(None, "Shorter side the style images are resized to before cropping "
+                                              "[default: --resize].")
     crop: int = _setting(256, "Side of the random square crops trained on.")
     max_steps: int = _setting(160_000, "Steps to train for.")
     workers: int = _setting(4, "Data-loading processes (0: load in the training process).")
@@ -136,7 +138,8 @@ class TrainConfig:
             (self.content_loss in CONTENT_LOSSES, f"content_loss must be one of {', '.join(CONTENT_LOSSES)}"),
             (self.style_loss in STYLE_LOSSES, f"style_loss must be one of {', '.join(STYLE_LOSSES)}"),
             (self.batch_size >= 2 or self.ssc_weight == 0, "the contrastive loss needs batch_size >= 2"),
-            (self.crop >= 16 and self.resize >= 16, "crop and resize must be at least 16 pixels"),
+            (self.crop >= 16 and self.resize >= 16 and (self.style_resize or 16) >= 16,
+             "crop, resize and style_resize must be at least 16 pixels"),
             (self.max_steps >= 1 and self.lr > 0, "max_steps and lr must be positive"),
             (min(self.log_every, self.checkpoint_every) >= 1 and self.sample_every >= 0 and self.workers >= 0,
              "log_every and checkpoint_every must be at least 1, sample_every and workers at least 0"),

@@ -131,7 +131,8 @@ class StyleTransferTraining(pl.LightningModule):
     def dataset(cls, config: TrainConfig, seed: int, length: int):
         """The endless stream of training examples (content, style) crop pairs."""
         return ContentStylePairs(config.content_dir, config.style_dir, resize_to=config.resize, crop=config.crop,
-                                 seed=seed, length=length, cache_bytes=config.cache_mb << 20)
+                                 seed=seed, length=length, cache_bytes=config.cache_mb << 20,
+                                 style_resize_to=config.style_resize)
 
     def training_step(self, batch, batch_index):
         batch = batch if isinstance(batch, (list, tuple)) else (batch,)
