@@ -219,3 +219,48 @@ def test_adain_config_refuses_the_contrastive_loss(tmp_path):
         load_config(None, dict(content_dir="c", style_dir="s", anchor_weight=1.0, init_from="adain-vgg16-hed"), "adain")
     with pytest.raises(BrushworkError, match="structure_weight is a setting of microast and adain"):
         load_config(None, dict(content_dir="c", style_image=__file__, structure_weight=1.0), "johnson")
+
+
+def test_a_teacher_model_paints_the_targets_of_the_teacher_term(folders, weights_dir):
+    """``teacher`` (any arbitrary-style model) paints the same pairs, frozen; the teacher term is the feature
+    distance to its paintings and falls as the decoder learns them; the teacher stays out of the state dict."""
+    from brushwork.train_config import load_config
+    from brushwork.training import AdaINTraining
+
+    [(_, config)] = load_config(None, dict(content_dir="c", style_dir="s", loss_net="vgg16-hed-reflect",
+                                           content_weight=0, style_weight=0, teacher="microast", teacher_weight=1,
+                                           weights_dir=[str(weights_dir)]), "adain")
+    network = load_loss_network("vgg16-hed-reflect", AdaINTraining.loss_layers(config), weights_dir=weights_dir)
+    module = AdaINTraining(dataclasses.asdict(config), network)
+    module.load_initial("adain-vgg16-hed", [weights_dir])
+    generator = torch.Generator().manual_seed(0)
+    content = torch.rand(2, 3, 32, 32, generator=generator)
+    style = torch.rand(2, 3, 32, 32, generator=generator)
+    teacher = module.teacher()
+    assert isinstance(teacher, brushwork.methods.microast.MicroAST)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    expected = sum(brushwork.losses.relative_content_loss(network(module(content, style)),
+                                                          network(teacher(content, style)), layer)
+                   for layer in brushwork.losses.STYLE_LAYERS)
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=1e-3)
+    values = []
+    for _ in range(6):
+        _, terms = module.compute_losses(content, style)
+        assert set(terms) == {"teacher"}
+        optimizer.zero_grad()
+        terms["teacher"].backward()
+        optimizer.step()
+        values.append(terms["teacher"].item())
+    assert values[0] == pytest.approx(expected.item(), rel=1e-4)
+    assert values[-1] < 0.8 * values[0], values
+    assert not any("teacher" in key for key in module.state_dict())
+
+    painter = AdaINTraining(dict(dataclasses.asdict(config), teacher="johnson-la-muse"), network)
+    with pytest.raises(BrushworkError, match="a teacher must paint any style"):
+        painter.teacher()
+    for settings, message in ((dict(teacher="microast"), "teacher and teacher_weight go together"),
+                              (dict(teacher_weight=1.0), "teacher and teacher_weight go together")):
+        with pytest.raises(BrushworkError, match=message):
+            load_config(None, dict(content_dir="c", style_dir="s", **settings), "adain")
+    with pytest.raises(BrushworkError, match="teacher_weight is a setting of microast and adain"):
+        load_config(None, dict(content_dir="c", style_dir="s", teacher="microast", teacher_weight=1.0), "vst")

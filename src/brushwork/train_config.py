@@ -71,6 +71,11 @@ class TrainConfig:
     anchor_weight: float = _setting(0.0, "microast: weight of the distance (features at relu1_1..relu4_1) to what "
                                          "the init_from weights, frozen, paint: fine-tuning that keeps what they "
                                          "do well (their outputs as targets; not the paper's protocol).")
+    teacher: str | None = _setting(None, "microast, adain: a frozen arbitrary-style model (registry name or folder) "
+                                         "whose paintings of the same pairs are targets of --teacher-weight.")
+    teacher_weight: float = _setting(0.0, "microast, adain: weight of the distance (features at relu1_1..relu4_1) "
+                                          "to the teacher's painting (its outputs as targets; not the paper's "
+                                          "protocol).")
     hinge_weight: float = _setting(0.0, "vst: weight of the disentanglement hinge loss.")
     hinge_margin: float = _setting(0.0, "vst: margin of the disentanglement hinge loss.")
     kl_weight: float = _setting(0.0, "vst: weight of the KL divergence of the style code from N(0, I).")
@@ -132,6 +137,9 @@ class TrainConfig:
              "structure_weight is a setting of microast and adain"),
             (self.method == "microast" or self.anchor_weight == 0, "anchor_weight is a setting of microast"),
             (self.anchor_weight == 0 or bool(self.init_from), "anchor_weight needs init_from (the anchor)"),
+            (self.method in ("microast", "adain") or self.teacher_weight == 0,
+             "teacher_weight is a setting of microast and adain"),
+            ((self.teacher_weight > 0) == bool(self.teacher), "teacher and teacher_weight go together"),
             (self.decoder in DECODER_HEADS, f"decoder must be one of {', '.join(DECODER_HEADS)}"),
             (self.loss_net == "auto" or self.loss_net in LOSS_NETWORKS,
              f"loss_net must be auto or one of {', '.join(LOSS_NETWORKS)}"),
@@ -147,7 +155,7 @@ class TrainConfig:
              "ssc_negatives must be between 1 and batch_size - 1"),
             (min(self.content_weight, self.style_weight, self.ssc_weight, self.tv_weight,
                  self.perceptual_weight, self.hinge_weight, self.kl_weight, self.structure_weight,
-                 self.anchor_weight) >= 0, "loss weights must not be negative"),
+                 self.anchor_weight, self.teacher_weight) >= 0, "loss weights must not be negative"),
         ]
         for ok, message in checks:
             if not ok:

@@ -82,7 +82,8 @@ class StyleTransferTraining(pl.LightningModule):
         c = self.config
         weights = {"content": c.content_weight, "style": c.style_weight, "ssc": c.ssc_weight,
                    "tv": c.tv_weight, "perceptual": c.perceptual_weight, "hinge": c.hinge_weight,
-                   "kl": c.kl_weight, "structure": c.structure_weight, "anchor": c.anchor_weight}
+                   "kl": c.kl_weight, "structure": c.structure_weight, "anchor": c.anchor_weight,
+                   "teacher": c.teacher_weight}
         return {name: weight for name, weight in weights.items() if weight > 0}
 
     def warmup_weights(self) -> dict[str, float]:
@@ -109,10 +110,11 @@ class StyleTransferTraining(pl.LightningModule):
         return self.loss_network
 
     def common_terms(self, output: torch.Tensor, output_features, content_features, style_features,
-                     content_target=None, content: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                     content_target=None, content: torch.Tensor | None = None,
+                     style: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The terms every method shares; ``content_target`` replaces the content's features in the content
-        loss (AdaIN compares with the AdaIN output, not with the content); ``content``: the photos, for the
-        structure term."""
+        loss (AdaIN compares with the AdaIN output, not with the content); ``content`` and ``style``: the photos
+        and paintings, for the structure and teacher terms."""
         weights, terms = self.loss_weights(), {}
         if "content" in weights:
             terms["content"] = losses.CONTENT_LOSSES[self.config.content_loss](
@@ -125,7 +127,34 @@ class StyleTransferTraining(pl.LightningModule):
             terms["perceptual"] = losses.perceptual_distance(output_features, content_features)
         if "structure" in weights:
             terms["structure"] = losses.structure_loss(output, content)
+        if "teacher" in weights:
+            terms["teacher"] = self.distance_to_painting(output_features, self.teacher(), content, style)
         return terms
+
+    def distance_to_painting(self, output_features, painter: torch.nn.Module, content: torch.Tensor,
+                             style: torch.Tensor) -> torch.Tensor:
+        """How far the output is from what a frozen ``painter`` paints of the same pairs: relative feature
+        distance at relu1_1..relu4_1 (the anchor and teacher terms)."""
+        network = self._require_loss_network()
+        with torch.no_grad():
+            target_features = network(painter(content, style))
+        return sum(losses.relative_content_loss(output_features, target_features, layer)
+                   for layer in losses.STYLE_LAYERS)
+
+    def teacher(self) -> torch.nn.Module:
+        """The frozen ``teacher`` model (any arbitrary-style model ``load_model`` reads); kept out of the
+        checkpoints and loaded again on a resumed run."""
+        teacher = self.__dict__.get("_teacher")
+        if teacher is None:
+            from .api import load_model
+
+            teacher = load_model(self.config.teacher, device=self.device, weights_dir=self.config.weights_dir,
+                                 fast=False)
+            if not callable(getattr(teacher, "encode_style", None)):
+                raise BrushworkError(f"{self.config.teacher}: a teacher must paint any style (an arbitrary-style "
+                                     "model such as microast)")
+            self.__dict__["_teacher"] = teacher
+        return teacher
 
     @classmethod
     def dataset(cls, config: TrainConfig, seed: int, length: int):
@@ -210,17 +239,15 @@ class MicroASTTraining(StyleTransferTraining):
         with torch.no_grad():
             content_features = network(content)
             style_features = network(style)
-        terms = self.common_terms(output, output_features, content_features, style_features, content=content)
+        terms = self.common_terms(output, output_features, content_features, style_features, content=content,
+                                  style=style)
         weights = self.loss_weights()
         if "ssc" in weights:
             output_signals = self.model.encode_style(output)
             terms["ssc"] = losses.style_signal_contrastive_loss(
                 output_signals.components(), signals.components(), self.config.ssc_negatives)
         if "anchor" in weights:
-            with torch.no_grad():
-                anchor_features = network(self.anchor()(content, style))
-            terms["anchor"] = sum(losses.relative_content_loss(output_features, anchor_features, layer)
-                                  for layer in losses.STYLE_LAYERS)
+            terms["anchor"] = self.distance_to_painting(output_features, self.anchor(), content, style)
         return output, terms
 
     def anchor(self) -> MicroAST:
@@ -315,7 +342,7 @@ class AdaINTraining(StyleTransferTraining):
         output = self.model(target)
         output_features = network(output)
         terms = self.common_terms(output, output_features, content_features, style_features,
-                                  content_target={losses.CONTENT_LAYER: target}, content=content)
+                                  content_target={losses.CONTENT_LAYER: target}, content=content, style=style)
         return output, terms
 
     def load_initial(self, source: str, weights_dir) -> None:
