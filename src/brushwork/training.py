@@ -489,7 +489,7 @@ class VSTTraining(StyleTransferTraining):
         statistics = []
         for path in tqdm(paths, desc="style space", unit="style", leave=False, disable=not sys.stderr.isatty()):
             try:
-                crop = random_crop(load_image(path), config.resize, config.crop, rng)
+                crop = random_crop(load_image(path), config.style_resize or config.resize, config.crop, rng)
             except ImageError:
                 continue
             with torch.no_grad():
