@@ -217,7 +217,7 @@ def test_adain_config_refuses_the_contrastive_loss(tmp_path):
         load_config(None, dict(content_dir="c", style_dir="s", ssc_weight=3.0), "adain")
     with pytest.raises(BrushworkError, match="anchor_weight is a setting of microast"):
         load_config(None, dict(content_dir="c", style_dir="s", anchor_weight=1.0, init_from="adain-vgg16-hed"), "adain")
-    with pytest.raises(BrushworkError, match="structure_weight is a setting of microast and adain"):
+    with pytest.raises(BrushworkError, match="structure_weight is a setting of microast, adain and vst"):
         load_config(None, dict(content_dir="c", style_image=__file__, structure_weight=1.0), "johnson")
 
 

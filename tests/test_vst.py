@@ -173,18 +173,19 @@ def test_training_runs_exports_and_loads(folders, tmp_path, weights_dir):
                                           crop=32, resize=40, batch_size=4, max_steps=8, workers=0,
                                           sample_every=0, checkpoint_every=8, log_every=4,
                                           init_decoder="adain-vgg16-hed", latent_dim=2,  # 4 styles frame 2 axes
+                                          loss_net="vgg16-hed-reflect", structure_weight=1.0,
                                           output_dir=str(tmp_path / "run"),
                                           weights_dir=[str(weights_dir)]), "vst")
     from brushwork.training import train
 
     folder = train(config)
     record = json.loads((folder / "training.json").read_text())
-    assert record["method"] == "vst" and record["encoder"] == "vgg16-hed" and record["latent_dim"] == 2
+    assert record["method"] == "vst" and record["encoder"] == "vgg16-hed-reflect" and record["latent_dim"] == 2
     rows = [r for r in csv.DictReader(open(next((tmp_path / "run" / "csv").rglob("metrics.csv")))) if r.get("loss/total")]
-    assert {"loss/content", "loss/style", "loss/hinge", "loss/kl"} <= set(rows[0])
+    assert {"loss/content", "loss/style", "loss/hinge", "loss/kl", "loss/structure"} <= set(rows[0])
     assert all(float(r["loss/total"]) > 0 for r in rows)
     model = brushwork.load_model(str(folder), device="cpu")
-    assert brushwork.api.method_of(model) == "vst"
+    assert brushwork.api.method_of(model) == "vst" and model.encoder.features[0].padding_mode == "reflect"
     images = brushwork.Stylizer(model, content_size=40).samples("sample:astronaut", "sample:chelsea", 2, seed=1)
     assert images[0].size == (40, 40)
 

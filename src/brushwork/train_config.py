@@ -66,7 +66,7 @@ class TrainConfig:
     ssc_weight: float = _setting(3.0, "Weight of the style-signal contrastive loss.")
     tv_weight: float = _setting(0.0, "Weight of the total-variation loss.")
     perceptual_weight: float = _setting(0.0, "Weight of the LPIPS-style perceptual distance to the content.")
-    structure_weight: float = _setting(0.0, "microast, adain: weight of 1 - SSIM between the output's and the content's "
+    structure_weight: float = _setting(0.0, "microast, adain, vst: weight of 1 - SSIM between the output's and the content's "
                                             "luminance (keeps the photo's structure; not the paper's loss).")
     anchor_weight: float = _setting(0.0, "microast: weight of the distance (features at relu1_1..relu4_1) to what "
                                          "the init_from weights, frozen, paint: fine-tuning that keeps what they "
@@ -133,8 +133,8 @@ class TrainConfig:
             (self.latent_dim >= 1 and self.style_size >= 16, "latent_dim must be positive, style_size >= 16"),
             (self.method == "microast" or self.ssc_weight == 0,
              "the style-signal contrastive loss (ssc_weight) is MicroAST's"),
-            (self.method in ("microast", "adain") or self.structure_weight == 0,
-             "structure_weight is a setting of microast and adain"),
+            (self.method in ("microast", "adain", "vst") or self.structure_weight == 0,
+             "structure_weight is a setting of microast, adain and vst"),
             (self.method == "microast" or self.anchor_weight == 0, "anchor_weight is a setting of microast"),
             (self.anchor_weight == 0 or bool(self.init_from), "anchor_weight needs init_from (the anchor)"),
             (self.method in ("microast", "adain") or self.teacher_weight == 0,

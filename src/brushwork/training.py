@@ -474,6 +474,8 @@ class VSTTraining(StyleTransferTraining):
             terms["tv"] = losses.total_variation(output)
         if "perceptual" in weights:
             terms["perceptual"] = losses.perceptual_distance(output_features, content_features)
+        if "structure" in weights:
+            terms["structure"] = losses.structure_loss(output, content)
         return output, terms
 
     #: Style images whose statistics frame the latent space (more than the code's size).
