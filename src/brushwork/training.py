@@ -121,14 +121,22 @@ class StyleTransferTraining(pl.LightningModule):
                 output_features, content_target if content_target is not None else content_features)
         if "style" in weights:
             terms["style"] = losses.STYLE_LOSSES[self.config.style_loss](output_features, style_features)
+        terms.update(self.photo_terms(output, output_features, content_features, content))
+        if "teacher" in weights:
+            terms["teacher"] = self.distance_to_painting(output_features, self.teacher(), content, style)
+        return terms
+
+    def photo_terms(self, output: torch.Tensor, output_features, content_features,
+                    content: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The optional terms every method computes alike: total variation, and the perceptual distance and
+        structure (SSIM) against the photo."""
+        weights, terms = self.loss_weights(), {}
         if "tv" in weights:
             terms["tv"] = losses.total_variation(output)
         if "perceptual" in weights:
             terms["perceptual"] = losses.perceptual_distance(output_features, content_features)
         if "structure" in weights:
             terms["structure"] = losses.structure_loss(output, content)
-        if "teacher" in weights:
-            terms["teacher"] = self.distance_to_painting(output_features, self.teacher(), content, style)
         return terms
 
     def distance_to_painting(self, output_features, painter: torch.nn.Module, content: torch.Tensor,
@@ -470,12 +478,7 @@ class VSTTraining(StyleTransferTraining):
                                                           self.config.hinge_margin)
         if "kl" in weights:
             terms["kl"] = losses.gaussian_kl(mu, logvar)
-        if "tv" in weights:
-            terms["tv"] = losses.total_variation(output)
-        if "perceptual" in weights:
-            terms["perceptual"] = losses.perceptual_distance(output_features, content_features)
-        if "structure" in weights:
-            terms["structure"] = losses.structure_loss(output, content)
+        terms.update(self.photo_terms(output, output_features, content_features, content))
         return output, terms
 
     #: Style images whose statistics frame the latent space (more than the code's size).
