@@ -106,6 +106,7 @@ def test_config_file_overrides_and_sweeps(tmp_path):
     ({"anchor_weight": 1.0}, "anchor_weight needs init_from"),
     ({"structure_weight": -1.0}, "must not be negative"),
     ({"style_resize": 8}, "style_resize must be at least 16"),
+    ({"structure_window": "box5"}, "structure_window must be one of"),
 ])
 def test_config_errors(settings, message):
     with pytest.raises(BrushworkError, match=message):
@@ -263,6 +264,18 @@ def test_structure_loss_is_one_minus_the_luminance_ssim():
                                      use_sample_covariance=False)
     assert losses.structure_loss(blurred, image).item() == pytest.approx(1 - expected, abs=0.02)
     assert losses.structure_loss(torch.rand(1, 3, 48, 48, generator=generator), image) > 0.8
+
+
+def test_the_uniform_structure_window_is_the_evaluations_ssim():
+    from brushwork import metrics
+
+    photo = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    blurred = torch.nn.functional.avg_pool2d(photo, 3, stride=1, padding=1)
+    # both 8-bit, as the evaluation reads images
+    photo, blurred = (torch.round(t * 255) / 255 for t in (photo, blurred))
+    measured = metrics.ssim(photo[0], blurred[0])
+    assert 1 - losses.structure_loss(blurred, photo, "uniform7").item() == pytest.approx(measured, abs=0.01)
+    assert abs(1 - losses.structure_loss(blurred, photo).item() - measured) > 0.02  # the Gaussian window is not
 
 
 def test_the_anchor_holds_a_fine_tune_to_where_it_started(folders, tmp_path, weights_dir):

@@ -75,14 +75,20 @@ def relative_content_loss(output: Features, target: Features, layer: str) -> tor
     return F.mse_loss(output[layer], target[layer]) / target[layer].float().pow(2).mean().clamp_min(1e-12)
 
 
-def structure_loss(output: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """1 - SSIM between the luminance of two NxRGBxHxW batches in [0, 1] (Gaussian window of 11 pixels, as
-    torchmetrics computes it): 0 when the output keeps every edge and texture of the content."""
+#: SSIM windows of the structure term: torchmetrics' default (Gaussian, 11 px, sigma 1.5) and the evaluation's own
+#: (scikit-image's default: 7x7 uniform, as :func:`brushwork.metrics.ssim` measures it).
+STRUCTURE_WINDOWS = {"gaussian11": {"gaussian_kernel": True, "kernel_size": 11, "sigma": 1.5},
+                     "uniform7": {"gaussian_kernel": False, "kernel_size": 7}}
+
+
+def structure_loss(output: torch.Tensor, content: torch.Tensor, window: str = "gaussian11") -> torch.Tensor:
+    """1 - SSIM between the luminance of two NxRGBxHxW batches in [0, 1] over a ``window`` of
+    :data:`STRUCTURE_WINDOWS`: 0 when the output keeps every edge and texture of the content."""
     from torchmetrics.functional.image import structural_similarity_index_measure  # a second to import: on use
 
     weights = torch.tensor([0.299, 0.587, 0.114], device=output.device).view(1, 3, 1, 1)
     luma = [(image.float() * weights).sum(dim=1, keepdim=True) for image in (output, content)]
-    return 1 - structural_similarity_index_measure(luma[0], luma[1], data_range=1.0)
+    return 1 - structural_similarity_index_measure(luma[0], luma[1], data_range=1.0, **STRUCTURE_WINDOWS[window])
 
 
 def unit_normalize(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BrushworkError
-from .losses import CONTENT_LOSSES, STYLE_LOSSES
+from .losses import CONTENT_LOSSES, STRUCTURE_WINDOWS, STYLE_LOSSES
 from .methods.microast import DECODER_HEADS
 from .vgg import LOSS_NETWORKS
 
@@ -68,6 +68,9 @@ class TrainConfig:
     perceptual_weight: float = _setting(0.0, "Weight of the LPIPS-style perceptual distance to the content.")
     structure_weight: float = _setting(0.0, "microast, adain, vst: weight of 1 - SSIM between the output's and the content's "
                                             "luminance (keeps the photo's structure; not the paper's loss).")
+    structure_window: str = _setting("gaussian11", "SSIM window of the structure term: gaussian11 (11 px, sigma "
+                                                   "1.5) or uniform7 (7x7 uniform, the window the evaluation's SSIM "
+                                                   "uses).")
     anchor_weight: float = _setting(0.0, "microast: weight of the distance (features at relu1_1..relu4_1) to what "
                                          "the init_from weights, frozen, paint: fine-tuning that keeps what they "
                                          "do well (their outputs as targets; not the paper's protocol).")
@@ -145,6 +148,8 @@ class TrainConfig:
              f"loss_net must be auto or one of {', '.join(LOSS_NETWORKS)}"),
             (self.content_loss in CONTENT_LOSSES, f"content_loss must be one of {', '.join(CONTENT_LOSSES)}"),
             (self.style_loss in STYLE_LOSSES, f"style_loss must be one of {', '.join(STYLE_LOSSES)}"),
+            (self.structure_window in STRUCTURE_WINDOWS,
+             f"structure_window must be one of {', '.join(STRUCTURE_WINDOWS)}"),
             (self.batch_size >= 2 or self.ssc_weight == 0, "the contrastive loss needs batch_size >= 2"),
             (self.crop >= 16 and self.resize >= 16 and (self.style_resize or 16) >= 16,
              "crop, resize and style_resize must be at least 16 pixels"),

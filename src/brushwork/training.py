@@ -136,7 +136,7 @@ class StyleTransferTraining(pl.LightningModule):
         if "perceptual" in weights:
             terms["perceptual"] = losses.perceptual_distance(output_features, content_features)
         if "structure" in weights:
-            terms["structure"] = losses.structure_loss(output, content)
+            terms["structure"] = losses.structure_loss(output, content, self.config.structure_window)
         return terms
 
     def distance_to_painting(self, output_features, painter: torch.nn.Module, content: torch.Tensor,
