@@ -27,7 +27,7 @@ from brushwork.metrics import psnr
 from conftest import FIXTURES, HAVE_SHARED, NO_SHARED, SHARED
 
 CL = torch.channels_last
-SHIPPED = ["microast", "microast-cv-coco-wikiart", "microast-cv-portraits", "microast-cv-faces"]
+SHIPPED = ["microast", "microast-cv-coco-wikiart", "microast-cv-portraits", "microast-cv-faces", "microast-faces"]
 
 
 def plain_reflect_conv(x, weight, bias, stride=1, groups=1):

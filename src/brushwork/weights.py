@@ -271,6 +271,33 @@ def _vst() -> Weights:
     )
 
 
+#: sha256 of brushwork's own face model (see models/microast-faces/README.md).
+MICROAST_FACES_SHA256 = {
+    "content_encoder": "e801e56fbd3dbb775dcbf46f0e8f9bcd86ad2cf071327d940ecfc0d2a57ab1f1",
+    "style_encoder": "6de2f3e7fadde88dcfa2daa000dde6953dd5ef56903eaf14ba140c70e80bbfb5",
+    "modulator": "d042a91c0b12cad224a4b3f44124fd6dbca70c2817667c2fa8f86f0446fc073d",
+    "decoder": "2b7025416179e52bec992d3260e99a2033c63c053a11244f671d229bbd8dabc1",
+}
+
+
+def _microast_faces() -> Weights:
+    return Weights(
+        name="microast-faces",
+        architecture="microast",
+        folder="microast-faces",
+        files=tuple(
+            WeightFile(part, f"{part}.pth", MICROAST_FACES_SHA256[part], Packaged(f"models/microast-faces/{part}.pth"))
+            for part in _MICROAST_PARTS
+        ),
+        summary="MicroAST fine-tuned by brushwork for portraits from the official weights on CelebA and FFHQ "
+                "faces; short CPU run, see its model card (brushwork/models/microast-faces/README.md).",
+        source="brushwork (trained with 'brushwork train microast'), shipped in the package",
+        licence="MIT (the network); trained on CelebA and FFHQ: non-commercial research use only",
+        citation=_MICROAST_CITATION,
+        notes="Fine-tuned on CelebA and FFHQ faces, whose images are for non-commercial research only.",
+    )
+
+
 #: sha256 of the AdaIN decoder brushwork ships (see models/adain-vgg16-hed/README.md).
 ADAIN_HED_SHA256 = "7ec8ce086677ea83c08fcfefa66b72acf10605898a155fd92b8d6d59b301fc1e"
 
@@ -334,6 +361,7 @@ REGISTRY: dict[str, Weights] = {w.name: w for w in (
     _johnson("johnson-brushstrokes", "brushstrokes.jpg", "an abstract painting of brushstrokes",
              JOHNSON_SHA256["johnson-brushstrokes"]),
     _vst(),
+    _microast_faces(),
 )}
 
 #: The model used when none is named: MicroAST with seed 000's tuned decoder, chosen by measurement over the
