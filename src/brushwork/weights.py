@@ -292,7 +292,7 @@ def _microast_faces() -> Weights:
         summary="MicroAST fine-tuned by brushwork for portraits from the official weights on CelebA and FFHQ "
                 "faces; short CPU run, see its model card (brushwork/models/microast-faces/README.md).",
         source="brushwork (trained with 'brushwork train microast'), shipped in the package",
-        licence="MIT (the network); trained on CelebA and FFHQ: non-commercial research use only",
+        licence="MIT network, for non-commercial research only (trained on CelebA and FFHQ faces)",
         citation=_MICROAST_CITATION,
         notes="Fine-tuned on CelebA and FFHQ faces, whose images are for non-commercial research only.",
     )
