@@ -115,6 +115,12 @@ _MICROAST_CV_CITATION = (
 _MICROAST_PARTS = ("content_encoder", "style_encoder", "modulator", "decoder")
 
 
+def _microast_files(package_folder: str, suffix: str, digests: dict[str, str]) -> tuple[WeightFile, ...]:
+    """The four parts of a MicroAST shipped in the package, as ``models/<package_folder>/<part><suffix>``."""
+    return tuple(WeightFile(part, f"{part}{suffix}", digests[part], Packaged(f"models/{package_folder}/{part}{suffix}"))
+                 for part in _MICROAST_PARTS)
+
+
 def _microast_official() -> Weights:
     digests = {
         "content_encoder": "c8d895c0eec52507c157e102fab217c37f0c399ef3e168ef8b0b2677714660a4",
@@ -126,11 +132,7 @@ def _microast_official() -> Weights:
         name="microast",
         architecture="microast",
         folder="microast-official",
-        files=tuple(
-            WeightFile(part, f"{part}_iter_160000.pth.tar", digests[part],
-                       Packaged(f"models/microast/{part}_iter_160000.pth.tar"))
-            for part in _MICROAST_PARTS
-        ),
+        files=_microast_files("microast", "_iter_160000.pth.tar", digests),
         summary="MicroAST, official weights: 160k iterations on MS-COCO + WikiArt, bilinear decoder.",
         source="GitHub EndyWon/MicroAST, folder models/ (shipped in the package, byte for byte, with its MIT licence)",
         licence="MIT",
@@ -143,10 +145,7 @@ def _microast_cv(name: str, variant: str, summary: str, digests: dict[str, str],
         name=name,
         architecture="microast",
         folder=f"microast-cv/{variant}",
-        files=tuple(
-            WeightFile(part, f"{part}_iter.pth", digests[part], Packaged(f"models/{name}/{part}_iter.pth"))
-            for part in _MICROAST_PARTS
-        ),
+        files=_microast_files(name, "_iter.pth", digests),
         summary=summary,
         source=f"GitHub gzarbameli/MicroAST-CV, folder models/{variant}/ (shipped in the package, byte for byte, "
                f"with its MIT licence)",
@@ -285,10 +284,7 @@ def _microast_faces() -> Weights:
         name="microast-faces",
         architecture="microast",
         folder="microast-faces",
-        files=tuple(
-            WeightFile(part, f"{part}.pth", MICROAST_FACES_SHA256[part], Packaged(f"models/microast-faces/{part}.pth"))
-            for part in _MICROAST_PARTS
-        ),
+        files=_microast_files("microast-faces", ".pth", MICROAST_FACES_SHA256),
         summary="MicroAST fine-tuned by brushwork for portraits from the official weights on CelebA and FFHQ "
                 "faces; short CPU run, see its model card (brushwork/models/microast-faces/README.md).",
         source="brushwork (trained with 'brushwork train microast'), shipped in the package",
