@@ -167,6 +167,33 @@ def test_losses_fall_on_a_fixed_batch(weights_dir):
     assert sum(totals[-3:]) / 3 < 0.8 * totals[0], totals
 
 
+@pytest.mark.parametrize("style_loss", ["gram", "mean_std"])
+def test_the_style_term_is_the_chosen_style_loss(style_loss, weights_dir):
+    """``style_loss`` picks the style term: the paper's relative Gram loss (default) or AdaIN's channel mean/std
+    loss (the one ``brushwork eval`` reports), each computed on the output against its own painting."""
+    from brushwork.methods import vst
+    from brushwork.training import VSTTraining
+    from brushwork.train_config import TrainConfig
+    from brushwork.vgg import load_loss_network
+    import dataclasses
+
+    config = TrainConfig(method="vst", content_dir="c", style_dir="s", batch_size=4, style_loss=style_loss,
+                         hinge_weight=1.0, kl_weight=0.01, style_weight=3.0)
+    network = load_loss_network("vgg16-hed", VSTTraining.loss_layers(config), weights_dir=weights_dir)
+    module = VSTTraining(dataclasses.asdict(config), network)
+    generator = torch.Generator().manual_seed(0)
+    content, style = torch.rand(4, 3, 32, 32, generator=generator), torch.rand(4, 3, 32, 32, generator=generator)
+    with torch.no_grad():
+        output, terms = module.compute_losses(content, style)
+        output_features, style_features = network(output), network(style[0::2].repeat_interleave(2, dim=0))
+    grams = {layer: losses.gram_matrix(style_features[layer]) for layer in vst.STYLE_LAYERS}
+    expected = {"gram": losses.relative_gram_loss(output_features, grams, vst.STYLE_LAYERS),
+                "mean_std": losses.style_loss(output_features, style_features, vst.STYLE_LAYERS)}
+    assert float(terms["style"]) == pytest.approx(float(expected[style_loss]), rel=1e-4)
+    other = "gram" if style_loss == "mean_std" else "mean_std"
+    assert float(terms["style"]) != pytest.approx(float(expected[other]), rel=0.1)
+
+
 def test_training_runs_exports_and_loads(folders, tmp_path, weights_dir):
     """A tiny CPU run from the AdaIN decoder: every loss term is logged, the export loads and samples."""
     (_, config), = load_config(None, dict(content_dir=str(folders / "content"), style_dir=str(folders / "style"),

@@ -471,8 +471,10 @@ class VSTTraining(StyleTransferTraining):
         style_grams = {layer: losses.gram_matrix(style_features[layer]) for layer in vst.STYLE_LAYERS}
         if "content" in weights:
             terms["content"] = losses.relative_content_loss(output_features, content_features, vst.ENCODER_LAYER)
-        if "style" in weights:
-            terms["style"] = losses.relative_gram_loss(output_features, style_grams, vst.STYLE_LAYERS)
+        if "style" in weights:  # the paper's relative Gram loss, or AdaIN's channel mean/std loss
+            terms["style"] = (losses.relative_gram_loss(output_features, style_grams, vst.STYLE_LAYERS)
+                              if self.config.style_loss == "gram" else
+                              losses.style_loss(output_features, style_features, vst.STYLE_LAYERS))
         if "hinge" in weights:
             terms["hinge"] = losses.disentanglement_hinge(output_features, style_grams, vst.STYLE_LAYERS,
                                                           self.config.hinge_margin)
