@@ -252,7 +252,7 @@ JOHNSON_SHA256 = {
     "johnson-contrast-of-forms": "82a5b4a66b253e8abcb7a76ed741ac1d6c4cda8341fce4c2d9d4bf1c2b945f4f",
     "johnson-brushstrokes": "a0443ad0544edd315f67c8334de6a1119bdb089658f86f8119bf30ed58b775d8",
 }
-VST_SHA256 = "8a0a41c276105750554fd8684b51ad5214a345e06a7b78f857d8dacf03281dc1"
+VST_SHA256 = "ac44d78418c59246173258088e03cb820f0081307d49588b4b1ce693b20fdf9e"
 
 
 def _vst() -> Weights:
@@ -262,7 +262,7 @@ def _vst() -> Weights:
         folder="vst",
         files=(WeightFile("vst", "vst.pth", VST_SHA256, Packaged("models/vst/vst.pth")),),
         summary="Variational style transfer trained by brushwork over the vgg16-hed-reflect encoder: sampled and "
-                "interpolated style codes; short CPU run, see its model card (brushwork/models/vst/README.md).",
+                "interpolated style codes; CPU runs, see its model card (brushwork/models/vst/README.md).",
         source="brushwork (trained with 'brushwork train vst'), shipped in the package",
         licence="MIT",
         citation=_VST_CITATION,
