@@ -48,6 +48,21 @@ def test_hinge_is_zero_for_identical_pairs_and_positive_for_pairs_apart():
         losses.disentanglement_hinge({k: v[:3] for k, v in same.items()}, style_grams, vst.STYLE_LAYERS)
 
 
+def test_diversity_hinge_asks_each_pair_of_samples_to_be_a_margin_apart():
+    """Per image: margin - distance when closer than the margin, nothing when farther; averaged over the batch."""
+    a = {layer: torch.rand(2, 4, 5, 5, generator=torch.Generator().manual_seed(0)) for layer in losses.PERCEPTUAL_LAYERS}
+    b = {layer: value.clone() for layer, value in a.items()}
+    for layer in b:  # the second image of b far from a's; the first identical
+        b[layer][1] = torch.rand(4, 5, 5, generator=torch.Generator().manual_seed(1))
+    distances = losses.perceptual_distances(a, b)
+    assert float(distances[0]) == 0.0 and float(distances[1]) > 0.05
+    assert float(losses.perceptual_distance(a, b)) == pytest.approx(float(distances.mean()))
+    margin = float(distances[1]) / 2  # the first pair is inside the margin, the second beyond it
+    assert float(losses.diversity_hinge(a, b, margin)) == pytest.approx(margin / 2)
+    assert float(losses.diversity_hinge(a, b, 2 * float(distances[1]))) == pytest.approx(
+        (2 * float(distances[1]) * 2 - float(distances[1])) / 2)
+
+
 def test_blending_gaussians_mixes_means_and_deviations():
     a = vst.StyleCode(torch.zeros(1, 3), torch.zeros(1, 3))
     b = vst.StyleCode(torch.ones(1, 3), torch.log(torch.full((1, 3), 9.0)))
@@ -192,6 +207,43 @@ def test_the_style_term_is_the_chosen_style_loss(style_loss, weights_dir):
     assert float(terms["style"]) == pytest.approx(float(expected[style_loss]), rel=1e-4)
     other = "gram" if style_loss == "mean_std" else "mean_std"
     assert float(terms["style"]) != pytest.approx(float(expected[other]), rel=0.1)
+
+
+def test_the_diversity_term_is_the_hinge_between_two_samples_of_each_pair(weights_dir):
+    """``diversity_weight``: each pair's first item is painted once more from a second draw of its code, and the
+    term is the diversity hinge between the two paintings (recomputed by hand from the same draws); it is only
+    a setting of vst."""
+    from brushwork.training import VSTTraining
+    from brushwork.train_config import TrainConfig
+    from brushwork.vgg import load_loss_network
+    import dataclasses
+
+    config = TrainConfig(method="vst", content_dir="c", style_dir="s", batch_size=4, kl_weight=0.01,
+                         style_weight=3.0, diversity_weight=1.0, diversity_margin=0.5)
+    network = load_loss_network("vgg16-hed", VSTTraining.loss_layers(config), weights_dir=weights_dir)
+    module = VSTTraining(dataclasses.asdict(config), network)
+    module.load_initial("vst", [weights_dir])  # the shipped network: its paintings depend on the code
+    generator = torch.Generator().manual_seed(0)
+    content, style = torch.rand(4, 3, 32, 32, generator=generator), torch.rand(4, 3, 32, 32, generator=generator)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        output, terms = module.compute_losses(content, style)
+        torch.manual_seed(3)
+        mu, logvar = module.model.style_encoder(network(style[0::2].repeat_interleave(2, dim=0)))
+        std = torch.exp(0.5 * logvar)
+        eps = torch.randn(2, mu.shape[1]).repeat_interleave(2, dim=0)
+        other_eps = torch.randn(2, mu.shape[1])
+        features = network(content)[vst.ENCODER_LAYER]
+        first = module.model.paint(features[0::2], mu[0::2] + std[0::2] * eps[0::2])
+        other = module.model.paint(features[0::2], mu[0::2] + std[0::2] * other_eps)
+    assert torch.allclose(first, output[0::2], atol=1e-5)
+    expected = losses.diversity_hinge(network(first), network(other), 0.5)
+    assert float(terms["diversity"]) == pytest.approx(float(expected), rel=1e-4)
+    assert 0.0 < float(terms["diversity"]) < 0.5  # the two samples differ, but less than the margin
+    with pytest.raises(BrushworkError, match="diversity_weight are settings of vst"):
+        TrainConfig(method="adain", content_dir="c", style_dir="s", diversity_weight=1.0).validate()
+    with pytest.raises(BrushworkError, match="diversity_margin must be positive"):
+        TrainConfig(method="vst", content_dir="c", style_dir="s", diversity_margin=0.0).validate()
 
 
 def test_training_runs_exports_and_loads(folders, tmp_path, weights_dir):

@@ -96,11 +96,24 @@ def unit_normalize(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return features / (features.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
 
 
+def perceptual_distances(a: Features, b: Features, layers: Sequence[str] = PERCEPTUAL_LAYERS) -> torch.Tensor:
+    """LPIPS-style distance without learned weights, one per image of the batch: squared difference of
+    unit-normalised features, summed over channels, averaged over positions and then over layers. 0 for
+    identical images, at most 4."""
+    return torch.stack([(unit_normalize(a[layer]) - unit_normalize(b[layer])).pow(2).sum(dim=1).flatten(1).mean(1)
+                        for layer in layers]).mean(0)
+
+
 def perceptual_distance(a: Features, b: Features, layers: Sequence[str] = PERCEPTUAL_LAYERS) -> torch.Tensor:
-    """LPIPS-style distance without learned weights: squared difference of unit-normalised features, summed
-    over channels, averaged over positions and then over layers. 0 for identical images, at most 4."""
-    per_layer = [(unit_normalize(a[layer]) - unit_normalize(b[layer])).pow(2).sum(dim=1).mean() for layer in layers]
-    return torch.stack(per_layer).mean()
+    """:func:`perceptual_distances` averaged over the batch."""
+    return perceptual_distances(a, b, layers).mean()
+
+
+def diversity_hinge(a: Features, b: Features, margin: float, layers: Sequence[str] = PERCEPTUAL_LAYERS) -> torch.Tensor:
+    """max(0, margin - d(a_i, b_i)) averaged over the batch, d the per-image :func:`perceptual_distances`: for two
+    stylisations of the same pair from different codes, it pushes them at least ``margin`` apart (not the VST
+    paper's loss; a hinged form of the mode-seeking loss of Mao et al., 2019)."""
+    return F.relu(margin - perceptual_distances(a, b, layers)).mean()
 
 
 def l1_content_loss(output: Features, target: Features, layer: str = CONTENT_LAYER) -> torch.Tensor:

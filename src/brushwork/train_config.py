@@ -82,6 +82,10 @@ class TrainConfig:
     hinge_weight: float = _setting(0.0, "vst: weight of the disentanglement hinge loss.")
     hinge_margin: float = _setting(0.0, "vst: margin of the disentanglement hinge loss.")
     kl_weight: float = _setting(0.0, "vst: weight of the KL divergence of the style code from N(0, I).")
+    diversity_weight: float = _setting(0.0, "vst: weight of a hinge that keeps two samples of the same pair (codes "
+                                            "drawn apart) at least diversity_margin apart in perceptual distance "
+                                            "(keeps samples different; not the paper's loss).")
+    diversity_margin: float = _setting(0.1, "vst: perceptual distance the diversity hinge asks between two samples.")
     latent_dim: int = _setting(64, "vst: size of the style code.")
     init_decoder: str | None = _setting(None, "vst: start the decoder from an AdaIN model over the same encoder "
                                               "(registry name or folder), e.g. adain-vgg16-hed.")
@@ -125,8 +129,9 @@ class TrainConfig:
             (not self.style_image or Path(self.style_image).is_file(), f"{self.style_image}: no such style image"),
             (allowed_nets is None or self.loss_net in ("auto", *allowed_nets),
              f"{self.method} trains with loss_net {' or '.join(allowed_nets or ())}"),
-            (self.method == "vst" or (self.hinge_weight == 0 and self.kl_weight == 0),
-             "hinge_weight and kl_weight are settings of vst"),
+            (self.method == "vst" or (self.hinge_weight == 0 and self.kl_weight == 0 and self.diversity_weight == 0),
+             "hinge_weight, kl_weight and diversity_weight are settings of vst"),
+            (self.diversity_margin > 0, "diversity_margin must be positive"),
             (self.method != "vst" or self.batch_size % 2 == 0,
              "vst trains on pairs of samples sharing a style code: batch_size must be even"),
             (self.method == "vst" or not self.init_decoder, "init_decoder is a setting of vst"),
@@ -159,7 +164,7 @@ class TrainConfig:
             (self.ssc_negatives is None or 1 <= self.ssc_negatives < self.batch_size,
              "ssc_negatives must be between 1 and batch_size - 1"),
             (min(self.content_weight, self.style_weight, self.ssc_weight, self.tv_weight,
-                 self.perceptual_weight, self.hinge_weight, self.kl_weight, self.structure_weight,
+                 self.perceptual_weight, self.hinge_weight, self.kl_weight, self.diversity_weight, self.structure_weight,
                  self.anchor_weight, self.teacher_weight) >= 0, "loss weights must not be negative"),
         ]
         for ok, message in checks:

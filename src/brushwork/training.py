@@ -82,7 +82,7 @@ class StyleTransferTraining(pl.LightningModule):
         c = self.config
         weights = {"content": c.content_weight, "style": c.style_weight, "ssc": c.ssc_weight,
                    "tv": c.tv_weight, "perceptual": c.perceptual_weight, "hinge": c.hinge_weight,
-                   "kl": c.kl_weight, "structure": c.structure_weight, "anchor": c.anchor_weight,
+                   "kl": c.kl_weight, "diversity": c.diversity_weight, "structure": c.structure_weight, "anchor": c.anchor_weight,
                    "teacher": c.teacher_weight}
         return {name: weight for name, weight in weights.items() if weight > 0}
 
@@ -442,7 +442,7 @@ class VSTTraining(StyleTransferTraining):
     @staticmethod
     def loss_layers(config: TrainConfig) -> tuple[str, ...]:
         layers = [vst.ENCODER_LAYER, *vst.STYLE_LAYERS]
-        if config.perceptual_weight > 0:
+        if config.perceptual_weight > 0 or config.diversity_weight > 0:
             layers += losses.PERCEPTUAL_LAYERS
         return tuple(dict.fromkeys(layers))
 
@@ -480,6 +480,12 @@ class VSTTraining(StyleTransferTraining):
                                                           self.config.hinge_margin)
         if "kl" in weights:
             terms["kl"] = losses.gaussian_kl(mu, logvar)
+        if "diversity" in weights:  # one more sample of each pair's first item, from a code drawn apart
+            first = slice(0, None, 2)
+            other_z = mu[first] + torch.exp(0.5 * logvar[first]) * torch.randn_like(eps[first])
+            other = network(self.model.paint(content_features[vst.ENCODER_LAYER][first], other_z))
+            terms["diversity"] = losses.diversity_hinge({layer: output_features[layer][first] for layer in other},
+                                                        other, self.config.diversity_margin)
         terms.update(self.photo_terms(output, output_features, content_features, content))
         return output, terms
 
