@@ -252,7 +252,7 @@ JOHNSON_SHA256 = {
     "johnson-contrast-of-forms": "82a5b4a66b253e8abcb7a76ed741ac1d6c4cda8341fce4c2d9d4bf1c2b945f4f",
     "johnson-brushstrokes": "a0443ad0544edd315f67c8334de6a1119bdb089658f86f8119bf30ed58b775d8",
 }
-VST_SHA256 = "ac44d78418c59246173258088e03cb820f0081307d49588b4b1ce693b20fdf9e"
+VST_SHA256 = "fa4c4adc55561c47c0822c96551512a0bb47a9948923b5aec1be7e8c5d0ff34d"
 
 
 def _vst() -> Weights:
