@@ -164,8 +164,8 @@ class TrainConfig:
             (self.ssc_negatives is None or 1 <= self.ssc_negatives < self.batch_size,
              "ssc_negatives must be between 1 and batch_size - 1"),
             (min(self.content_weight, self.style_weight, self.ssc_weight, self.tv_weight,
-                 self.perceptual_weight, self.hinge_weight, self.kl_weight, self.diversity_weight, self.structure_weight,
-                 self.anchor_weight, self.teacher_weight) >= 0, "loss weights must not be negative"),
+                 self.perceptual_weight, self.hinge_weight, self.kl_weight, self.diversity_weight,
+                 self.structure_weight, self.anchor_weight, self.teacher_weight) >= 0, "loss weights must not be negative"),
         ]
         for ok, message in checks:
             if not ok:

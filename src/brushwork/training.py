@@ -82,8 +82,8 @@ class StyleTransferTraining(pl.LightningModule):
         c = self.config
         weights = {"content": c.content_weight, "style": c.style_weight, "ssc": c.ssc_weight,
                    "tv": c.tv_weight, "perceptual": c.perceptual_weight, "hinge": c.hinge_weight,
-                   "kl": c.kl_weight, "diversity": c.diversity_weight, "structure": c.structure_weight, "anchor": c.anchor_weight,
-                   "teacher": c.teacher_weight}
+                   "kl": c.kl_weight, "diversity": c.diversity_weight, "structure": c.structure_weight,
+                   "anchor": c.anchor_weight, "teacher": c.teacher_weight}
         return {name: weight for name, weight in weights.items() if weight > 0}
 
     def warmup_weights(self) -> dict[str, float]:
@@ -464,7 +464,8 @@ class VSTTraining(StyleTransferTraining):
             "code/mu_spread": mu.detach()[0::2].float().std(dim=0).mean() if len(mu) > 2 else mu.new_zeros(()),
             "code/sigma": torch.exp(0.5 * logvar.detach()).float().mean()}
         eps = torch.randn(len(content) // 2, mu.shape[1], device=mu.device).repeat_interleave(2, dim=0)
-        z = mu + torch.exp(0.5 * logvar) * eps  # the reparameterisation trick; each pair shares z
+        std = torch.exp(0.5 * logvar)
+        z = mu + std * eps  # the reparameterisation trick; each pair shares z
         output = self.model.paint(content_features[vst.ENCODER_LAYER], z)
         output_features = network(output)
         weights, terms = self.loss_weights(), {}
@@ -482,7 +483,7 @@ class VSTTraining(StyleTransferTraining):
             terms["kl"] = losses.gaussian_kl(mu, logvar)
         if "diversity" in weights:  # one more sample of each pair's first item, from a code drawn apart
             first = slice(0, None, 2)
-            other_z = mu[first] + torch.exp(0.5 * logvar[first]) * torch.randn_like(eps[first])
+            other_z = mu[first] + std[first] * torch.randn_like(eps[first])
             other = network(self.model.paint(content_features[vst.ENCODER_LAYER][first], other_z))
             terms["diversity"] = losses.diversity_hinge({layer: output_features[layer][first] for layer in other},
                                                         other, self.config.diversity_margin)
