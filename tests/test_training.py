@@ -2,12 +2,14 @@
 
 import csv
 import dataclasses
+import json
 import logging
 import math
 import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,7 +202,7 @@ def tiny_config(folders, tmp_path, weights_dir, **settings):
 
 
 def test_train_checkpoint_resume_and_use(folders, tmp_path, weights_dir):
-    from brushwork.training import train
+    from brushwork.training import MicroASTTraining, average_checkpoints, train
 
     config = tiny_config(folders, tmp_path, weights_dir)
     weights = train(config)
@@ -230,6 +232,30 @@ def test_train_checkpoint_resume_and_use(folders, tmp_path, weights_dir):
     assert (run / "csv" / "version_0" / "metrics.csv").is_file() and (run / "csv" / "version_1").is_dir()
     with pytest.raises(BrushworkError, match="no checkpoint to resume"):
         train(resumed, resume=str(tmp_path / "missing.ckpt"))
+
+    # Checkpoint averaging: the exported weights are the mean of the checkpoints' trained weights.
+    paths = [run / "checkpoints" / f"step_000000{step}.ckpt" for step in (3, 6, 9)]
+    averaged = average_checkpoints(paths, tmp_path / "averaged")
+    states = [{k[len("model."):]: v for k, v in torch.load(p, map_location="cpu", weights_only=False)[
+        "state_dict"].items() if k.startswith("model.")} for p in paths]
+    reread = MicroASTTraining(dataclasses.asdict(config))
+    reread.load_initial(str(averaged), [str(weights_dir)])
+    exported = reread.model.state_dict()
+    assert exported.keys() == states[0].keys()
+    moved = 0
+    for key, value in exported.items():
+        mean = sum(state[key].float() for state in states) / 3
+        torch.testing.assert_close(value, mean, rtol=1e-3, atol=1e-4)  # float16 files
+        moved += int(not torch.equal(value.half(), states[-1][key].half()))
+    assert moved > 0  # the average is not the last checkpoint
+    assert json.loads((averaged / "training.json").read_text())["averaged_steps"] == [3, 6, 9]
+    assert brushwork.stylize(Image.new("RGB", (50, 40), "red"), Image.new("RGB", (40, 40), "blue"),
+                             model=brushwork.load_model(averaged, device="cpu")).size == (50, 40)
+    script = subprocess.run([sys.executable, "scripts/average_checkpoints.py", str(paths[0]),
+                             str(run / "csv" / "version_0" / "metrics.csv"), "-o", str(tmp_path / "bad")],
+                            capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert script.returncode == 1 and not (tmp_path / "bad").exists()
+    assert script.stderr.count("\n") == 1 and "metrics.csv: not a brushwork training checkpoint" in script.stderr
 
 
 def test_fine_tuning_starts_from_a_registry_model(folders, tmp_path, weights_dir, caplog):
@@ -331,7 +357,6 @@ def test_wandb_offline_and_the_command_line(folders, tmp_path, weights_dir):
 @pytest.mark.parametrize("name, runs", [("microast-paper.toml", 1), ("seed000-decoder-sweep.toml", 36),
                                         ("faces-finetune.toml", 1)])
 def test_example_configs_load(name, runs):
-    from pathlib import Path
 
     path = Path(__file__).parents[1] / "configs" / name
     loaded = load_config(path, {"content_dir": "c", "style_dir": "s"})

@@ -654,6 +654,41 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     return module.export(out / "weights", trainer.global_step)
 
 
+def average_checkpoints(paths: list[Path], folder: Path) -> Path:
+    """Export the uniform average of the trained weights of several checkpoints of one run (checkpoint averaging,
+    as in stochastic weight averaging, Izmailov et al. 2018) as a weights folder; its ``training.json`` records
+    the settings and step of the last checkpoint and the steps averaged."""
+    if not paths:
+        raise BrushworkError("no checkpoints to average")
+    states, steps, module = [], [], None
+    for path in paths:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            hparams, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
+        except Exception as error:  # any file torch cannot read as a Lightning checkpoint (pickle, zip, keys)
+            raise BrushworkError(f"{path}: not a brushwork training checkpoint "
+                                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+        if module is None:
+            trainer_class = TRAINERS.get(hparams.get("method"))
+            if trainer_class is None:
+                raise BrushworkError(f"{path}: not a brushwork training checkpoint (no known method)")
+            module = trainer_class(hparams)
+        elif hparams.get("method") != module.config.method:
+            raise BrushworkError(f"{path}: a {hparams.get('method')} checkpoint, the first is {module.config.method}")
+        model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        if states and model_state.keys() != states[0].keys():
+            raise BrushworkError(f"{path}: another network than {paths[0]}'s")
+        states.append(model_state)
+        steps.append(int(checkpoint["global_step"]))
+    average = {k: (torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype) if v.is_floating_point()
+                   else states[-1][k]) for k, v in states[0].items()}
+    module._load_state(average, str(paths[-1]), f"this {module.config.method} network")
+    folder = module.export(Path(folder), steps[-1])
+    record = json.loads((folder / "training.json").read_text())
+    (folder / "training.json").write_text(json.dumps({**record, "averaged_steps": steps}, indent=1))
+    return folder
+
+
 def sample_pairs(config: TrainConfig, count: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Fixed pairs for the sample grid: crops of the first readable contents and styles, with a fixed seed."""
     rng = random.Random(0)
