@@ -252,7 +252,7 @@ JOHNSON_SHA256 = {
     "johnson-contrast-of-forms": "82a5b4a66b253e8abcb7a76ed741ac1d6c4cda8341fce4c2d9d4bf1c2b945f4f",
     "johnson-brushstrokes": "a0443ad0544edd315f67c8334de6a1119bdb089658f86f8119bf30ed58b775d8",
 }
-VST_SHA256 = "fa4c4adc55561c47c0822c96551512a0bb47a9948923b5aec1be7e8c5d0ff34d"
+VST_SHA256 = "0f4abd8b96af2bbe12c033865d8a17d90e405f159ff0da554c6265a863e31c96"
 
 
 def _vst() -> Weights:
