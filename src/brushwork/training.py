@@ -226,8 +226,7 @@ class StyleTransferTraining(pl.LightningModule):
 
     @staticmethod
     def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+        return trained_state(torch.load(path, map_location="cpu", weights_only=False))
 
 
 class MicroASTTraining(StyleTransferTraining):
@@ -654,6 +653,11 @@ def train(config: TrainConfig, resume: str | None = None) -> Path:
     return module.export(out / "weights", trainer.global_step)
 
 
+def trained_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The trained part's state dict (``model.*``, prefix removed) of a loaded Lightning checkpoint."""
+    return {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+
+
 def average_checkpoints(paths: list[Path], folder: Path) -> Path:
     """Export the uniform average of the trained weights of several checkpoints of one run (checkpoint averaging,
     as in stochastic weight averaging, Izmailov et al. 2018) as a weights folder; its ``training.json`` records
@@ -664,10 +668,11 @@ def average_checkpoints(paths: list[Path], folder: Path) -> Path:
     for path in paths:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-            hparams, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
+            hparams, model_state = checkpoint["hyper_parameters"], trained_state(checkpoint)
         except Exception as error:  # any file torch cannot read as a Lightning checkpoint (pickle, zip, keys)
-            raise BrushworkError(f"{path}: not a brushwork training checkpoint "
-                                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+            reason = str(error).splitlines()[0] if str(error) else ""
+            raise BrushworkError(f"{path}: not a brushwork training checkpoint ({type(error).__name__}: {reason})") \
+                from None
         if module is None:
             trainer_class = TRAINERS.get(hparams.get("method"))
             if trainer_class is None:
@@ -675,7 +680,6 @@ def average_checkpoints(paths: list[Path], folder: Path) -> Path:
             module = trainer_class(hparams)
         elif hparams.get("method") != module.config.method:
             raise BrushworkError(f"{path}: a {hparams.get('method')} checkpoint, the first is {module.config.method}")
-        model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
         if states and model_state.keys() != states[0].keys():
             raise BrushworkError(f"{path}: another network than {paths[0]}'s")
         states.append(model_state)
