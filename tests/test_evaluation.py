@@ -113,3 +113,33 @@ def test_every_method_is_evaluated_side_by_side(folders, weights_dir, tmp_path):
     assert result.settings["gatys"] == {"steps": 10}
     for record in result.records:
         assert 0 < record["ssim"] < 1 and record["style_loss"] > 0
+
+
+def test_heldout_sets_script_builds_both_sets_or_nothing(tmp_path):
+    """scripts/heldout_sets.py copies each set's 10 photos and 5 paintings, and writes nothing when one is missing."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    try:
+        import heldout_sets
+    finally:
+        sys.path.pop(0)
+    source = tmp_path / "eval"
+    for role in ("content", "style"):
+        (source / role).mkdir(parents=True)
+    names = [(role, name) for photos, paintings in heldout_sets.SETS.values()
+             for role, group in (("content", photos), ("style", paintings)) for name in group]
+    assert len(set(names)) == 30  # the two sets share no image
+    for k, (role, name) in enumerate(names[:-1]):
+        Image.new("RGB", (32, 24), (8 * k, 0, 0)).save(source / role / name)
+    script = [sys.executable, "scripts/heldout_sets.py", str(source), "-o"]
+    root = Path(__file__).parents[1]
+    missing = subprocess.run([*script, str(tmp_path / "bad")], capture_output=True, text=True, cwd=root)
+    assert missing.returncode == 1 and not (tmp_path / "bad").exists()
+    assert missing.stderr.count("\n") == 1 and names[-1][1] in missing.stderr
+    Image.new("RGB", (32, 24), "white").save(source / names[-1][0] / names[-1][1])
+    done = subprocess.run([*script, str(tmp_path / "sets")], capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr
+    for key, (photos, paintings) in heldout_sets.SETS.items():
+        assert sorted(p.name for p in (tmp_path / "sets" / key / "content").iterdir()) == sorted(photos)
+        assert sorted(p.name for p in (tmp_path / "sets" / key / "style").iterdir()) == sorted(paintings)
+    first = names[0]
+    assert (tmp_path / "sets" / "a" / first[0] / first[1]).read_bytes() == (source / first[0] / first[1]).read_bytes()
