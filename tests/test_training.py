@@ -357,7 +357,6 @@ def test_wandb_offline_and_the_command_line(folders, tmp_path, weights_dir):
 @pytest.mark.parametrize("name, runs", [("microast-paper.toml", 1), ("seed000-decoder-sweep.toml", 36),
                                         ("faces-finetune.toml", 1)])
 def test_example_configs_load(name, runs):
-
     path = Path(__file__).parents[1] / "configs" / name
     loaded = load_config(path, {"content_dir": "c", "style_dir": "s"})
     assert len(loaded) == runs
