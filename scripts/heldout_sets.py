@@ -1,10 +1,12 @@
-"""Build the two held-out evaluation sets the model cards and docs/TRAINING.md quote, from the evaluation images.
+"""Build the three held-out evaluation sets the model cards and docs/TRAINING.md quote, from the evaluation images.
 
 Each set is 10 photos x 5 paintings that no training folder holds: set ``a`` (4 `ai-benchmark` classification
 photos, 6 COCO val2017; La Muse, Antimonocromatismo, Asheville, Contrast of Forms, one WikiArt Art Nouveau
 painting) is the harder one; set ``b`` (4 `ai-benchmark` street photos, 6 other COCO val2017; two high-resolution
 paintings, three WikiArt thumbnails) is where the official MicroAST measures about what the issue's held-out pairs
-gave it (style ratio 31, SSIM 0.57). The files are copied, so the sets stay valid if the source moves.
+gave it (style ratio 31, SSIM 0.57); set ``c`` (10 classic test photos: cities, a boat, flowers, two portraits; two
+high-resolution paintings, three WikiArt thumbnails) was put together after every recipe was chosen, as a last
+check of choices made on the other two. The files are copied, so the sets stay valid if the source moves.
 
     python scripts/heldout_sets.py data/eval -o heldout
     brushwork eval heldout/a/content heldout/a/style --content-size 384 --style-size 384 --model vst -o eval-a
@@ -27,6 +29,10 @@ SETS = {
            *(f"coco_val2017_{n:012d}.jpg" for n in (6771, 7511, 8532, 9914, 10764, 11197))],
           ["the_resevoir_at_poitiers.jpg", "wikiart_c2_expressionism_3709.jpg", "wikiart_c3_impressionism_6095.jpg",
            "wikiart_c5_romanticism_3899.jpg", "woman_with_hat_matisse.jpg"]),
+    "c": (["avril.jpg", "blonde_girl.jpg", "chicago.jpg", "cornell.jpg", "flowers.jpg", "golden_gate.jpg",
+           "lenna.jpg", "modern.jpg", "newyork.jpg", "sailboat.jpg"],
+          ["en_campo_gris.jpg", "scene_de_rue.jpg", "wikiart_c1_baroque_3651.jpg",
+           "wikiart_c4_post_impressionism_3249.jpg", "wikiart_c6_symbolism_2575.jpg"]),
 }
 
 

@@ -94,7 +94,7 @@ def test_training_losses_fall_and_the_network_is_used(folders, tmp_path, weights
     (_, config), = load_config(None, dict(content_dir=str(content_dir), style_image=str(style_image), crop=32,
                                           resize=40, batch_size=2, max_steps=30, workers=0, sample_every=0,
                                           checkpoint_every=30, log_every=5, output_dir=str(tmp_path / "run"),
-                                          weights_dir=[str(weights_dir)]), "johnson")
+                                          frame_weight=0.5, weights_dir=[str(weights_dir)]), "johnson")
     from brushwork.training import train
 
     folder = train(config)
@@ -103,6 +103,7 @@ def test_training_losses_fall_and_the_network_is_used(folders, tmp_path, weights
     rows = list(__import__("csv").DictReader(open(next((tmp_path / "run" / "csv").rglob("metrics.csv")))))
     totals = [float(r["loss/total"]) for r in rows if r.get("loss/total")]
     assert totals[-1] < 0.5 * totals[0]
+    assert all(float(r["loss/frame"]) >= 0 for r in rows if r.get("loss/frame"))  # the frame term is in the loss
     image = brushwork.stylize("sample:astronaut", model=str(folder), content_size=48, device="cpu")
     assert image.size == (48, 48)
     with pytest.raises(BrushworkError, match="johnson model"):

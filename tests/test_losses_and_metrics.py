@@ -130,3 +130,27 @@ def test_frame_artefact_sees_a_dark_border_and_not_the_photo():
     assert metrics.frame_artefact(Image.fromarray(framed), photo) > 20
     shifted = Image.fromarray(np.clip(np.asarray(photo).astype(int) + 30, 0, 255).astype(np.uint8))
     assert abs(metrics.frame_artefact(shifted, photo)) < 3  # a uniform change draws no frame
+
+
+def test_frame_loss_is_the_frame_measure_in_training_form():
+    """The training term sees what the evaluation's frame measure sees, is 0 without a frame, acts on the border
+    only, and descending it removes a frame."""
+    photo = sample_photo("coffee").resize((96, 64))
+    framed = np.asarray(photo).copy()
+    framed[:4] = framed[:4] // 2
+    content, output = images.to_tensor(photo), images.to_tensor(Image.fromarray(framed))
+    excess = losses.border_differences(output) - losses.border_differences(content)
+    assert 255 * excess.max().item() == pytest.approx(metrics.frame_artefact(Image.fromarray(framed), photo), abs=0.6)
+    assert losses.frame_loss(content, content).item() == 0.0
+    assert losses.frame_loss((content + 0.1).clamp(0, 1), content).item() < 0.01
+    image = output.clone().requires_grad_(True)
+    losses.frame_loss(image, content).backward()
+    assert image.grad[..., :4, :].abs().sum() > 0
+    assert image.grad[..., 12:-12, 12:-12].abs().sum() == 0  # the interior is left alone
+    optimizer = torch.optim.Adam([image], lr=0.01)
+    for _ in range(60):
+        optimizer.zero_grad()
+        losses.frame_loss(image, content).backward()
+        optimizer.step()
+    repaired = images.to_image(image.detach()[0].clamp(0, 1))
+    assert metrics.frame_artefact(repaired, photo) < 0.25 * metrics.frame_artefact(Image.fromarray(framed), photo)

@@ -81,14 +81,42 @@ STRUCTURE_WINDOWS = {"gaussian11": {"gaussian_kernel": True, "kernel_size": 11, 
                      "uniform7": {"gaussian_kernel": False, "kernel_size": 7}}
 
 
+def _luma(image: torch.Tensor) -> torch.Tensor:
+    weights = torch.tensor([0.299, 0.587, 0.114], device=image.device).view(1, 3, 1, 1)
+    return (image.float() * weights).sum(dim=1)
+
+
 def structure_loss(output: torch.Tensor, content: torch.Tensor, window: str = "gaussian11") -> torch.Tensor:
     """1 - SSIM between the luminance of two NxRGBxHxW batches in [0, 1] over a ``window`` of
     :data:`STRUCTURE_WINDOWS`: 0 when the output keeps every edge and texture of the content."""
     from torchmetrics.functional.image import structural_similarity_index_measure  # a second to import: on use
 
-    weights = torch.tensor([0.299, 0.587, 0.114], device=output.device).view(1, 3, 1, 1)
-    luma = [(image.float() * weights).sum(dim=1, keepdim=True) for image in (output, content)]
+    luma = [_luma(image).unsqueeze(1) for image in (output, content)]
     return 1 - structural_similarity_index_measure(luma[0], luma[1], data_range=1.0, **STRUCTURE_WINDOWS[window])
+
+
+def border_differences(image: torch.Tensor, edge: int = 4, inner: int = 12) -> torch.Tensor:
+    """N x 4 sides x 2: how much the luminance of an NxRGBxHxW batch's outermost ``edge`` rows or columns differs
+    from the band inside them (to ``inner``), in mean and in standard deviation, per side (top, bottom, left,
+    right), in the image's units."""
+    luma = _luma(image)
+    flipped = luma.transpose(-1, -2)
+    sides = [luma, luma.flip(-2), flipped, flipped.flip(-2)]  # each side's rows first
+    rows = []
+    for side in sides:
+        outer, band = side[:, :edge].flatten(1), side[:, edge:inner].flatten(1)
+        rows.append(torch.stack([(outer.mean(1) - band.mean(1)).abs(),
+                                 (outer.std(1, unbiased=False) - band.std(1, unbiased=False)).abs()], dim=-1))
+    return torch.stack(rows, dim=1)
+
+
+def frame_loss(output: torch.Tensor, content: torch.Tensor, edge: int = 4, inner: int = 12) -> torch.Tensor:
+    """What the output's border differs from the band inside it beyond what the content's does, in mean and
+    standard deviation of luminance, summed over the four sides and averaged over the batch (0 when the output
+    draws no frame). The training form of :func:`brushwork.metrics.frame_artefact`, which takes the largest of
+    the same excesses in grey levels."""
+    excess = border_differences(output, edge, inner) - border_differences(content, edge, inner).detach()
+    return F.relu(excess).sum(dim=(1, 2)).mean()
 
 
 def unit_normalize(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:

@@ -68,10 +68,13 @@ class TrainConfig:
     perceptual_weight: float = _setting(0.0, "Weight of the LPIPS-style perceptual distance to the content.")
     structure_weight: float = _setting(0.0, "microast, adain, vst: weight of 1 - SSIM between the output's and the content's "
                                             "luminance (keeps the photo's structure; not the paper's loss).")
+    frame_weight: float = _setting(0.0, "Weight of a term against a frame drawn along the border: how much the "
+                                        "output's outermost 4 px differ from the band inside them in mean and "
+                                        "contrast beyond what the photo's do (not the paper's loss).")
     structure_window: str = _setting("gaussian11", "SSIM window of the structure term: gaussian11 (11 px, sigma "
                                                    "1.5) or uniform7 (7x7 uniform, the window the evaluation's SSIM "
                                                    "uses).")
-    anchor_weight: float = _setting(0.0, "microast: weight of the distance (features at relu1_1..relu4_1) to what "
+    anchor_weight: float = _setting(0.0, "microast, johnson: weight of the distance (features at relu1_1..relu4_1) to what "
                                          "the init_from weights, frozen, paint: fine-tuning that keeps what they "
                                          "do well (their outputs as targets; not the paper's protocol).")
     teacher: str | None = _setting(None, "microast, adain: a frozen arbitrary-style model (registry name or folder) "
@@ -143,7 +146,8 @@ class TrainConfig:
              "the style-signal contrastive loss (ssc_weight) is MicroAST's"),
             (self.method in ("microast", "adain", "vst") or self.structure_weight == 0,
              "structure_weight is a setting of microast, adain and vst"),
-            (self.method == "microast" or self.anchor_weight == 0, "anchor_weight is a setting of microast"),
+            (self.method in ("microast", "johnson") or self.anchor_weight == 0,
+             "anchor_weight is a setting of microast and johnson"),
             (self.anchor_weight == 0 or bool(self.init_from), "anchor_weight needs init_from (the anchor)"),
             (self.method in ("microast", "adain") or self.teacher_weight == 0,
              "teacher_weight is a setting of microast and adain"),
@@ -165,7 +169,7 @@ class TrainConfig:
              "ssc_negatives must be between 1 and batch_size - 1"),
             (min(self.content_weight, self.style_weight, self.ssc_weight, self.tv_weight,
                  self.perceptual_weight, self.hinge_weight, self.kl_weight, self.diversity_weight,
-                 self.structure_weight, self.anchor_weight, self.teacher_weight) >= 0, "loss weights must not be negative"),
+                 self.structure_weight, self.anchor_weight, self.teacher_weight, self.frame_weight) >= 0, "loss weights must not be negative"),
         ]
         for ok, message in checks:
             if not ok:

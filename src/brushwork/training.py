@@ -16,7 +16,7 @@ import random
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -83,7 +83,7 @@ class StyleTransferTraining(pl.LightningModule):
         weights = {"content": c.content_weight, "style": c.style_weight, "ssc": c.ssc_weight,
                    "tv": c.tv_weight, "perceptual": c.perceptual_weight, "hinge": c.hinge_weight,
                    "kl": c.kl_weight, "diversity": c.diversity_weight, "structure": c.structure_weight,
-                   "anchor": c.anchor_weight, "teacher": c.teacher_weight}
+                   "frame": c.frame_weight, "anchor": c.anchor_weight, "teacher": c.teacher_weight}
         return {name: weight for name, weight in weights.items() if weight > 0}
 
     def warmup_weights(self) -> dict[str, float]:
@@ -137,17 +137,18 @@ class StyleTransferTraining(pl.LightningModule):
             terms["perceptual"] = losses.perceptual_distance(output_features, content_features)
         if "structure" in weights:
             terms["structure"] = losses.structure_loss(output, content, self.config.structure_window)
+        if "frame" in weights:
+            terms["frame"] = losses.frame_loss(output, content)
         return terms
 
     def distance_to_painting(self, output_features, painter: torch.nn.Module, content: torch.Tensor,
-                             style: torch.Tensor) -> torch.Tensor:
+                             style: torch.Tensor, layers: Sequence[str] = losses.STYLE_LAYERS) -> torch.Tensor:
         """How far the output is from what a frozen ``painter`` paints of the same pairs: relative feature
-        distance at relu1_1..relu4_1 (the anchor and teacher terms)."""
+        distance at ``layers`` (the anchor and teacher terms)."""
         network = self._require_loss_network()
         with torch.no_grad():
             target_features = network(painter(content, style))
-        return sum(losses.relative_content_loss(output_features, target_features, layer)
-                   for layer in losses.STYLE_LAYERS)
+        return sum(losses.relative_content_loss(output_features, target_features, layer) for layer in layers)
 
     def teacher(self) -> torch.nn.Module:
         """The frozen ``teacher`` model (any arbitrary-style model ``load_model`` reads); kept out of the
@@ -414,7 +415,25 @@ class JohnsonTraining(StyleTransferTraining):
         if "perceptual" in weights:
             terms["perceptual"] = losses.perceptual_distance(output_features, content_features,
                                                              layers=johnson.STYLE_LAYERS)
+        if "frame" in weights:
+            terms["frame"] = losses.frame_loss(output, content)
+        if "anchor" in weights:
+            anchor, (height, width) = self.anchor(), content.shape[-2:]
+            painter = lambda photo, _: anchor(pad_to(photo, johnson.SIZE_MULTIPLE))[..., :height, :width]  # noqa: E731
+            terms["anchor"] = self.distance_to_painting(output_features, painter, content, None, johnson.STYLE_LAYERS)
         return output, terms
+
+    def anchor(self) -> johnson.TransformNet:
+        """The network the run started from (``init_from``), frozen: ``anchor_weight`` keeps the outputs near its
+        own (to mend one flaw, such as a frame, without retraining the style). Loaded again on a resumed run."""
+        anchor = self.__dict__.get("_anchor")
+        if anchor is None:
+            anchor = johnson.TransformNet()
+            state = self._initial_state(self.config.init_from, self.config.weights_dir, johnson.find_weights, "transform")
+            anchor.load_state_dict({k: v.float() for k, v in state.items()})
+            anchor = anchor.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
+            self.__dict__["_anchor"] = anchor
+        return anchor
 
     def load_initial(self, source: str, weights_dir) -> None:
         """Start from another Johnson network (a checkpoint, a folder or a registry model): a new style learns

@@ -248,8 +248,8 @@ def _johnson(name: str, style: str, painting: str, sha256: str) -> Weights:
 
 #: sha256 of the networks brushwork trained and ships (see each model card).
 JOHNSON_SHA256 = {
-    "johnson-la-muse": "3ad2a40df841cb4418116d62da3f456fe7e4ecc3b396dcf7c3e6c10e53f58f05",
-    "johnson-contrast-of-forms": "82a5b4a66b253e8abcb7a76ed741ac1d6c4cda8341fce4c2d9d4bf1c2b945f4f",
+    "johnson-la-muse": "6534d7ad5bd75360076d6822739cabfd3e83b617dc1ea8733f90473372d9d922",
+    "johnson-contrast-of-forms": "3dc6c77911cb72c6176421886e0fce2cf27a08f08312c0ef70144217ab93b084",
     "johnson-brushstrokes": "a0443ad0544edd315f67c8334de6a1119bdb089658f86f8119bf30ed58b775d8",
 }
 VST_SHA256 = "0f4abd8b96af2bbe12c033865d8a17d90e405f159ff0da554c6265a863e31c96"
