@@ -110,6 +110,40 @@ def test_training_losses_fall_and_the_network_is_used(folders, tmp_path, weights
         brushwork.load_model(str(folder), method="microast")
 
 
+def test_the_anchor_and_the_frame_term_mend_a_frame_and_keep_the_painting(weights_dir):
+    """With ``anchor_weight`` the frozen ``init_from`` network's paintings are the targets (0 before the first
+    step); descending the frame term beside it lowers the frame and leaves the anchor small."""
+    import dataclasses
+    from brushwork.training import JohnsonTraining
+    from brushwork.train_config import TrainConfig
+
+    config = TrainConfig(method="johnson", content_dir="c", init_from="johnson-la-muse", content_weight=0.0,
+                         style_weight=0.0, tv_weight=0.0, anchor_weight=20.0, frame_weight=10.0,
+                         weights_dir=[str(weights_dir)])
+    network = load_loss_network("vgg16-hed", JohnsonTraining.loss_layers(config), weights_dir=weights_dir)
+    module = JohnsonTraining(dataclasses.asdict(config), network)
+    module.load_initial("johnson-la-muse", [weights_dir])
+    from conftest import sample_photo
+
+    content = to_tensor(resize(sample_photo("astronaut"), 64))
+    _, terms = module.compute_losses(content)
+    assert set(terms) == {"anchor", "frame"}
+    assert terms["anchor"].item() == pytest.approx(0, abs=1e-6)
+    start = terms["frame"].item()
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=5e-5)
+    for _ in range(8):
+        _, terms = module.compute_losses(content)
+        optimizer.zero_grad()
+        (20 * terms["anchor"] + 10 * terms["frame"]).backward()
+        optimizer.step()
+    _, terms = module.compute_losses(content)
+    assert terms["frame"].item() < start and 0 < terms["anchor"].item() < 0.1
+    assert not any(p.requires_grad for p in module.anchor().parameters())
+    with pytest.raises(BrushworkError, match="anchor_weight is a setting of microast and johnson"):
+        TrainConfig(method="adain", content_dir="c", style_dir="s", init_from="x", ssc_weight=0.0,
+                    anchor_weight=1.0).validate()
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"style_dir": "x"}, "style_image"),
     ({"style_image": "no-such.jpg"}, "no such style image"),
