@@ -203,6 +203,15 @@ class StyleTransferTraining(pl.LightningModule):
         return json.dumps({"method": self.config.method, "steps": steps, **extra,
                            "config": dataclasses.asdict(self.config)}, indent=1)
 
+    def _frozen(self, name: str, build) -> torch.nn.Module:
+        """The network ``build()`` makes, frozen on this module's device, made once and kept out of the state dict
+        (so out of the checkpoints: a resumed run builds it again)."""
+        network = self.__dict__.get(name)
+        if network is None:
+            network = build().to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
+            self.__dict__[name] = network
+        return network
+
     def _initial_state(self, source: str, weights_dir, find_weights, key: str) -> dict[str, torch.Tensor]:
         """The trained part's state dict from a checkpoint, a folder (``find_weights`` names its file) or a
         registry model (its file ``key``)."""
@@ -261,17 +270,16 @@ class MicroASTTraining(StyleTransferTraining):
     def anchor(self) -> MicroAST:
         """The network the run started from (``init_from``), frozen: ``anchor_weight`` holds the outputs near
         its own. Loaded again from its source on a resumed run."""
-        anchor = self.__dict__.get("_anchor")
-        if anchor is None:
+        def build() -> MicroAST:
             state, skipped = self._fitting_state(self.config.init_from, self.config.weights_dir)
             if skipped:
                 raise BrushworkError(f"{self.config.init_from}: has another decoder head than {self.config.decoder!r}, "
                                      "so it cannot be the anchor")
             anchor = MicroAST(self.config.decoder)
             anchor.load_state_dict(state)
-            anchor = anchor.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
-            self.__dict__["_anchor"] = anchor
-        return anchor
+            return anchor
+
+        return self._frozen("_anchor", build)
 
     def _fitting_state(self, source: str, weights_dir) -> tuple[dict[str, torch.Tensor], list[str]]:
         """The weights of ``source`` that fit this network, and the keys of the network they leave out."""
@@ -426,14 +434,13 @@ class JohnsonTraining(StyleTransferTraining):
     def anchor(self) -> johnson.TransformNet:
         """The network the run started from (``init_from``), frozen: ``anchor_weight`` keeps the outputs near its
         own (to mend one flaw, such as a frame, without retraining the style). Loaded again on a resumed run."""
-        anchor = self.__dict__.get("_anchor")
-        if anchor is None:
+        def build() -> johnson.TransformNet:
             anchor = johnson.TransformNet()
             state = self._initial_state(self.config.init_from, self.config.weights_dir, johnson.find_weights, "transform")
             anchor.load_state_dict({k: v.float() for k, v in state.items()})
-            anchor = anchor.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
-            self.__dict__["_anchor"] = anchor
-        return anchor
+            return anchor
+
+        return self._frozen("_anchor", build)
 
     def load_initial(self, source: str, weights_dir) -> None:
         """Start from another Johnson network (a checkpoint, a folder or a registry model): a new style learns
