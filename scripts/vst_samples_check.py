@@ -6,6 +6,7 @@ sample's style loss (the evaluation's: channel mean/std over relu1_1..relu4_1 of
 Prints one line per pair and a summary: the median and worst of both over the pairs.
 
     python scripts/vst_samples_check.py CONTENTS/ STYLES/ [--model vst] [--size 384] [--samples 4] [--seed 0]
+        [--temperature T]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=384, help="Shorter side of contents and styles.")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=None, help="Sampling temperature [default: the model's].")
     parser.add_argument("--max-contents", type=int, default=None)
     parser.add_argument("--max-styles", type=int, default=None)
     parser.add_argument("--weights-dir", default=None)
@@ -45,7 +47,7 @@ def main() -> None:
                 return float(losses.style_loss(metrics.features(to_tensor(image)), target))
 
             mean = style_loss(stylizer(content, style))
-            samples = stylizer.samples(content, style, args.samples, seed=args.seed)
+            samples = stylizer.samples(content, style, args.samples, seed=args.seed, temperature=args.temperature)
             features = [metrics.features(to_tensor(image)) for image in samples]
             pairwise = [float(losses.perceptual_distance(a, b)) for i, a in enumerate(features)
                         for b in features[i + 1:]]
@@ -55,7 +57,9 @@ def main() -> None:
             print(f"{content.stem} x {style.stem}: distance between samples {distances[-1]:.3f} "
                   f"(min {min(pairwise):.3f}), style loss of the samples / the mean code's "
                   f"{min(ratios):.2f}-{max(ratios):.2f}", flush=True)
-    print(f"{len(distances)} pairs, {args.samples} samples each (seed {args.seed}), {args.size} px: perceptual "
+    temperature = stylizer.model.temperature if args.temperature is None else args.temperature
+    print(f"{len(distances)} pairs, {args.samples} samples each (seed {args.seed}, temperature {temperature:g}), "
+          f"{args.size} px: perceptual "
           f"distance between samples median {statistics.median(distances):.3f} (lowest {min(distances):.3f}); "
           f"worst sample's style loss / the mean code's median {statistics.median(spreads):.2f} "
           f"(highest {max(spreads):.2f})")

@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,6 +126,49 @@ def test_samples_differ_yet_stay_close_to_the_style(stylizer, style_images, metr
     for output in outputs:
         distance = style_distance(metrics, output, style)
         assert distance < 1.5 * reference and distance < 0.7 * untouched
+
+
+def test_samples_are_drawn_at_the_models_temperature(stylizer, style_images, metrics):
+    """The shipped model samples at the temperature its registry entry and its training.json give (below 1); a
+    draw at temperature T is T times the unit draw, and a lower T keeps every sample nearer the mean code."""
+    from brushwork import weights as registry
+
+    record = json.loads((Path(vst.__file__).parent.parent / "models" / "vst" / "training.json").read_text())
+    temperature = stylizer.model.temperature
+    assert temperature == registry.get("vst").sample_temperature == record["sample_temperature"] < 1.0
+    unit = stylizer.model.noise(3, 5, temperature=1.0)
+    assert torch.allclose(stylizer.model.noise(3, 5), temperature * unit)
+    assert torch.allclose(stylizer.model.noise(3, 5, temperature=0.5), 0.5 * unit)
+    style = style_images[0]
+    mean = metrics.features(_tensor(stylizer("sample:astronaut", style)))
+
+    def distances(t: float) -> list[float]:
+        return [float(losses.perceptual_distance(metrics.features(_tensor(image)), mean))
+                for image in stylizer.samples("sample:astronaut", style, 2, seed=3, temperature=t)]
+
+    near, far = distances(0.3), distances(1.0)
+    assert all(0 < a < 0.6 * b for a, b in zip(near, far)), (near, far)
+    for bad in (0, -1.0, float("nan"), float("inf"), "0.5", True):
+        with pytest.raises(BrushworkError, match="temperature must be a positive number"):
+            stylizer.samples("sample:astronaut", style, 1, temperature=bad)
+
+
+def test_a_weights_folder_sets_its_sampling_temperature(tmp_path, weights_dir):
+    """A folder's training.json may set ``sample_temperature``; without it samples are drawn at 1 (the paper's);
+    a bad value is a clear error naming the file."""
+    packaged = Path(vst.__file__).parent.parent / "models" / "vst"
+    record = json.loads((packaged / "training.json").read_text())
+    folder = tmp_path / "vst"
+    folder.mkdir()
+    (folder / "vst.pth").symlink_to(packaged / "vst.pth")
+    for value, expected in ((0.5, 0.5), (None, 1.0)):
+        changed = {**record, "sample_temperature": value} if value is not None else {
+            key: item for key, item in record.items() if key != "sample_temperature"}
+        (folder / "training.json").write_text(json.dumps(changed))
+        assert vst.load({"vst": folder / "vst.pth"}, "vgg16-hed-reflect", [weights_dir]).temperature == expected
+    (folder / "training.json").write_text(json.dumps({**record, "sample_temperature": "warm"}))
+    with pytest.raises(BrushworkError, match="training.json: the sampling temperature must be a positive number"):
+        brushwork.load_model(str(folder), device="cpu", weights_dir=[weights_dir])
 
 
 def test_interpolation_moves_monotonically(stylizer, style_images, metrics):
@@ -294,3 +338,15 @@ def test_command_line_samples_and_interpolation(tmp_path, style_images, weights_
                           "--samples", "2", "--weights-dir", str(weights_dir), "-o", str(out)],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "--samples" in run.stderr and "Traceback" not in run.stderr
+    cool = tmp_path / "cool.png"
+    run = subprocess.run(command[:-1] + [str(cool), "--samples", "1", "--seed", "7", "--temperature", "0.01"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    out.unlink()
+    run = subprocess.run(command, capture_output=True, text=True)  # the mean code
+    mean, near, sampled = (to_tensor(load_image(p)) for p in (out, tmp_path / "cool_1.png", tmp_path / "painted_1.png"))
+    assert (near - mean).abs().mean() < 0.2 * (sampled - mean).abs().mean()  # T -> 0: the mean code
+    for extra, text in ((["--temperature", "0"], "0<x<=10"), (["--temperature", "0.5"], "--temperature: a setting"),
+                        (["--samples", "2", "--temperature", "nan"], "not a finite number")):
+        run = subprocess.run(command + extra, capture_output=True, text=True)
+        assert run.returncode != 0 and text in run.stderr and "Traceback" not in run.stderr, run.stderr

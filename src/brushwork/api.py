@@ -33,7 +33,8 @@ LOADERS: dict[str, Callable[[registry.Weights, list], nn.Module]] = {
     "microast": lambda entry, dirs: microast.load(registry.resolve(entry, dirs)),
     "adain": lambda entry, dirs: adain.load(registry.resolve(entry, dirs), entry.encoder, dirs),
     "johnson": lambda entry, dirs: johnson.load(registry.resolve(entry, dirs), entry.style or ""),
-    "vst": lambda entry, dirs: vst.load(registry.resolve(entry, dirs), entry.encoder, weights_dir=dirs),
+    "vst": lambda entry, dirs: vst.load(registry.resolve(entry, dirs), entry.encoder, weights_dir=dirs,
+                                        temperature=entry.sample_temperature),
 }
 
 #: The methods, each with the model ``--method`` alone gives. Gatys needs no trained weights: its "model" is
@@ -145,8 +146,7 @@ def _load_folder(kind: str, encoder: str | None, files: tuple, device: torch.dev
     elif kind == "johnson":
         model = johnson.load(paths, encoder or "")
     elif kind == "vst":
-        latent = json.loads((paths["vst"].parent / "training.json").read_text()).get("latent_dim", vst.LATENT_DIM)
-        model = vst.load(paths, encoder, latent, list(dirs))
+        model = vst.load(paths, encoder, list(dirs))
     else:
         model = microast.load(paths)
     return _ready(model, device, fast)
@@ -243,14 +243,17 @@ class Stylizer:
                 output = preserve_color(output, content_tensor)
         return to_image(output)
 
-    def samples(self, content: ImageLike, style: StyleInput, count: int, seed: int = 0) -> list[Image.Image]:
-        """``count`` different stylisations of one pair, from codes drawn from the style's Gaussian (vst). The
-        same seed gives the same samples, and sample k does not depend on ``count``."""
+    def samples(self, content: ImageLike, style: StyleInput, count: int, seed: int = 0,
+                temperature: float | None = None) -> list[Image.Image]:
+        """``count`` different stylisations of one pair, from codes drawn from the style's Gaussian (vst) at
+        ``temperature`` (None: the model's, see :mod:`brushwork.methods.vst`). The same seed gives the same
+        samples, and sample k does not depend on ``count``."""
         if not getattr(self.model, "supports_samples", False):
             raise BrushworkError(f"sampling several stylisations is a feature of the vst method, not of {self.method}")
         if count < 1:
             raise BrushworkError(f"the number of samples must be at least 1, not {count}")
-        return [self(content, style, noise=noise[None]) for noise in self.model.noise(count, seed)]
+        draws = self.model.noise(count, seed, temperature=temperature)
+        return [self(content, style, noise=noise[None]) for noise in draws]
 
     def _tile(self, image: torch.Tensor) -> int | None:
         """The tile side that keeps this image within the memory budget, for models that work in tiles."""

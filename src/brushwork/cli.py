@@ -193,10 +193,13 @@ def _gatys_options(command):
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help="vst: paint N stylisations from style codes sampled with --seed, written as OUTPUT_1 .. "
                    "OUTPUT_N (without it, or with --seed alone: the mean code, or one sample).")
+@click.option("--temperature", type=_Number(0, 10, min_open=True), default=None,
+              help="vst: sample codes at this temperature (0 < T <= 10; lower keeps samples nearer the style, with "
+                   "less variety) [default: the model's, 1 unless its training.json or registry entry says].")
 @_gatys_options
 def stylize(content, style, output, method, model, alpha, masks, style_weights, content_size, style_size, resize_by,
             preserve_color, match_color, device, max_memory, exact, weights_dir, quality, image_format, skip_existing,
-            samples, **gatys_settings):
+            samples, temperature, **gatys_settings):
     """Paint CONTENT in the style of STYLE.
 
     CONTENT and STYLE are image files, folders of images, or sample photos (sample:NAME). Several STYLE
@@ -235,7 +238,10 @@ def stylize(content, style, output, method, model, alpha, masks, style_weights, 
     if (samples is not None or seed is not None) and stylizer.method != "vst":
         raise BrushworkError(f"{'--samples' if samples is not None else '--seed'}: a setting of --method vst"
                              f"{'' if samples is not None else ' or gatys'}, not of {stylizer.method}")
-    paint = _painter(stylizer, samples, seed)
+    if temperature is not None and (stylizer.method != "vst" or (samples is None and seed is None)):
+        raise BrushworkError("--temperature: a setting of vst samples (--samples or --seed), not of "
+                             + ("the mean code" if stylizer.method == "vst" else stylizer.method))
+    paint = _painter(stylizer, samples, seed, temperature)
     if not batch:
         job = jobs[0]
         start = time.perf_counter()
@@ -250,15 +256,16 @@ def stylize(content, style, output, method, model, alpha, masks, style_weights, 
     _run_batch(stylizer, jobs, output, quality, paint, samples)
 
 
-def _painter(stylizer: Stylizer, samples: int | None, seed: int | None):
-    """A job's images: one painting, or (vst) ``samples`` paintings from codes drawn with ``seed``."""
+def _painter(stylizer: Stylizer, samples: int | None, seed: int | None, temperature: float | None = None):
+    """A job's images: one painting, or (vst) ``samples`` paintings from codes drawn with ``seed`` at
+    ``temperature``."""
 
     def paint(job: "_Job", masks=None) -> list:
         styles = job.styles or None
         if samples is not None:
-            return stylizer.samples(job.content, styles, samples, seed or 0)
+            return stylizer.samples(job.content, styles, samples, seed or 0, temperature)
         if seed is not None:  # one sample
-            return stylizer.samples(job.content, styles, 1, seed)
+            return stylizer.samples(job.content, styles, 1, seed, temperature)
         return [stylizer(job.content, styles, masks=masks)]
 
     return paint

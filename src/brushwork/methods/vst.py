@@ -18,10 +18,17 @@ texture.
 Training samples ``z = mu + sigma * eps`` (the reparameterisation trick). At inference the mean code gives the
 deterministic result, ``noise`` gives samples (several stylisations of one pair), and several styles are
 interpolated by mixing their Gaussians (means and standard deviations) with weights.
+
+Samples are drawn at a *temperature* T, ``eps ~ N(0, T^2 I)``: reduced-temperature sampling as in Glow (Kingma &
+Dhariwal 2018), not part of the VST paper, which samples at T = 1. The tails of the Gaussian hold the codes whose
+paintings stray furthest from the style; a lower T trades some variety between samples for keeping every sample
+near the style. A model folder's ``training.json`` may set ``sample_temperature`` (the shipped ``vst`` does, see its
+model card); otherwise T = 1.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,7 +231,8 @@ class VariationalStyleTransfer(nn.Module):
     #: ``stylize`` takes ``noise``: one draw per sample from N(0, I) (see :meth:`noise`).
     supports_samples = True
 
-    def __init__(self, encoder: VGGFeatures, network: VSTNetwork | None = None, encoder_name: str = ""):
+    def __init__(self, encoder: VGGFeatures, network: VSTNetwork | None = None, encoder_name: str = "",
+                 temperature: float = 1.0):
         super().__init__()
         missing = [layer for layer in STYLE_LAYERS if layer not in encoder.layers]
         if missing:
@@ -232,6 +240,8 @@ class VariationalStyleTransfer(nn.Module):
         self.encoder = encoder
         self.network = network if network is not None else VSTNetwork(encoder.architecture)
         self.encoder_name = encoder_name
+        #: The sampling temperature :meth:`noise` draws at unless told otherwise (see the module's docstring).
+        self.temperature = check_temperature(temperature)
 
     @property
     def latent_dim(self) -> int:
@@ -245,10 +255,12 @@ class VariationalStyleTransfer(nn.Module):
         encoded whole, as their statistics are over the whole image)."""
         return StyleCode(*self.network.style_encoder(self.encoder(style)))
 
-    def noise(self, count: int, seed: int, device=None) -> torch.Tensor:
-        """``count`` draws from N(0, I) in the latent space, the same for the same seed on every machine."""
+    def noise(self, count: int, seed: int, device=None, temperature: float | None = None) -> torch.Tensor:
+        """``count`` draws from N(0, T^2 I) in the latent space, the same for the same seed on every machine; T is
+        ``temperature``, or the model's (:attr:`temperature`). Draw k is T times the same unit draw whatever T."""
+        scale = self.temperature if temperature is None else check_temperature(temperature)
         generator = torch.Generator().manual_seed(seed)
-        return torch.randn(count, self.latent_dim, generator=generator).to(device or self.encoder_device)
+        return scale * torch.randn(count, self.latent_dim, generator=generator).to(device or self.encoder_device)
 
     @property
     def encoder_device(self) -> torch.device:
@@ -306,10 +318,42 @@ class VariationalStyleTransfer(nn.Module):
     tile_for = staticmethod(AdaIN.tile_for)
 
 
-def load(paths: Mapping[str, Path], encoder: str, latent_dim: int = LATENT_DIM, weights_dir=None) -> VariationalStyleTransfer:
-    """A model from its ``vst`` file (a :class:`VSTNetwork` state dict) and the registry name of its encoder."""
+def check_temperature(value: float) -> float:
+    """A sampling temperature, which must be a positive finite number."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise BrushworkError(f"the sampling temperature must be a positive number, not {value!r}")
+    return float(value)
+
+
+def settings(folder: Path) -> dict:
+    """What a weights folder's ``training.json`` says about the network beyond its weights: ``latent_dim`` and
+    ``sample_temperature`` (defaults where it is missing or says nothing of them)."""
+    path = folder / "training.json"
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as error:
+        raise BrushworkError(f"{path}: unreadable ({error})") from None
+    latent_dim = record.get("latent_dim", LATENT_DIM)
+    if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
+        raise BrushworkError(f"{path}: latent_dim must be a positive whole number, not {latent_dim!r}")
+    try:
+        temperature = check_temperature(record.get("sample_temperature", 1.0))
+    except BrushworkError as error:
+        raise BrushworkError(f"{path}: {error}") from None
+    return {"latent_dim": latent_dim, "temperature": temperature}
+
+
+def load(paths: Mapping[str, Path], encoder: str, weights_dir=None,
+         temperature: float | None = None) -> VariationalStyleTransfer:
+    """A model from its ``vst`` file (a :class:`VSTNetwork` state dict), the ``training.json`` beside it (see
+    :func:`settings`; ``temperature``, where given, overrides the one it sets) and the registry name of its
+    encoder."""
+    setting = settings(paths["vst"].parent)
+    if temperature is not None:
+        setting["temperature"] = check_temperature(temperature)
     network_vgg = load_loss_network(encoder, STYLE_LAYERS, weights_dir=weights_dir)
-    model = VariationalStyleTransfer(network_vgg, VSTNetwork(network_vgg.architecture, latent_dim), encoder)
+    model = VariationalStyleTransfer(network_vgg, VSTNetwork(network_vgg.architecture, setting["latent_dim"]),
+                                     encoder, setting["temperature"])
     state = read_state_dict(paths["vst"])
     try:
         model.network.load_state_dict({key: value.float() for key, value in state.items()})
