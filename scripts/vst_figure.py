@@ -93,7 +93,8 @@ def main() -> None:
     plot.set_yscale("log")
     plot.legend(fontsize=8)
     plot.grid(alpha=0.3)
-    figure.suptitle(f"Variational style transfer: {args.samples} samples of one pair (seed {args.seed}), and "
+    figure.suptitle(f"Variational style transfer: {args.samples} samples of one pair (seed {args.seed}, temperature "
+                    f"{stylizer.model.temperature:g}), and "
                     "interpolation in the latent space", fontsize=10)
     figure.tight_layout()
     args.output.parent.mkdir(parents=True, exist_ok=True)
