@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,9 +149,14 @@ def test_samples_are_drawn_at_the_models_temperature(stylizer, style_images, met
 
     near, far = distances(0.3), distances(1.0)
     assert all(0 < a < 0.6 * b for a, b in zip(near, far)), (near, far)
-    for bad in (0, -1.0, float("nan"), float("inf"), "0.5", True):
-        with pytest.raises(BrushworkError, match="temperature must be a positive number"):
+    for bad in (0, -1.0, float("nan"), float("inf"), 10.5, "0.5", True):
+        with pytest.raises(BrushworkError, match="temperature must be a positive number up to 10"):
             stylizer.samples("sample:astronaut", style, 1, temperature=bad)
+    assert stylizer.model.noise(1, 5, temperature=np.float32(0.5)).equal(stylizer.model.noise(1, 5, temperature=0.5))
+    for count, seed, text in ((2.5, 0, "number of samples"), (True, 0, "number of samples"), (2, 1.5, "seed"),
+                              (2, "1", "seed"), (2, -1, "seed"), (2, 2 ** 70, "seed")):
+        with pytest.raises(BrushworkError, match=text):
+            stylizer.samples("sample:astronaut", style, count, seed=seed)
 
 
 def test_a_weights_folder_sets_its_sampling_temperature(tmp_path, weights_dir):
@@ -166,9 +172,21 @@ def test_a_weights_folder_sets_its_sampling_temperature(tmp_path, weights_dir):
             key: item for key, item in record.items() if key != "sample_temperature"}
         (folder / "training.json").write_text(json.dumps(changed))
         assert vst.load({"vst": folder / "vst.pth"}, "vgg16-hed-reflect", [weights_dir]).temperature == expected
-    (folder / "training.json").write_text(json.dumps({**record, "sample_temperature": "warm"}))
-    with pytest.raises(BrushworkError, match="training.json: the sampling temperature must be a positive number"):
+    (folder / "training.json").write_text(json.dumps({**record, "sample_temperature": 0.4}))
+    assert brushwork.load_model(str(folder), device="cpu", weights_dir=[weights_dir]).temperature == 0.4
+    for bad in ("warm", 1e300):  # loaded again: the cache knows training.json changed
+        (folder / "training.json").write_text(json.dumps({**record, "sample_temperature": bad}))
+        with pytest.raises(BrushworkError, match="training.json: the sampling temperature must be a positive number"):
+            brushwork.load_model(str(folder), device="cpu", weights_dir=[weights_dir])
+    for bad in (0, 1.5, True, 10 ** 9):
+        (folder / "training.json").write_text(json.dumps({**record, "latent_dim": bad}))
+        with pytest.raises(BrushworkError, match="latent_dim must be a whole number from 1 to"):
+            brushwork.load_model(str(folder), device="cpu", weights_dir=[weights_dir])
+    (folder / "training.json").write_text("[1, 2]")
+    with pytest.raises(BrushworkError, match="training.json: not a JSON object"):
         brushwork.load_model(str(folder), device="cpu", weights_dir=[weights_dir])
+    with pytest.raises(BrushworkError, match="training.json: not a JSON object"):
+        vst.settings(folder)
 
 
 def test_interpolation_moves_monotonically(stylizer, style_images, metrics):
@@ -350,3 +368,7 @@ def test_command_line_samples_and_interpolation(tmp_path, style_images, weights_
                         (["--samples", "2", "--temperature", "nan"], "not a finite number")):
         run = subprocess.run(command + extra, capture_output=True, text=True)
         assert run.returncode != 0 and text in run.stderr and "Traceback" not in run.stderr, run.stderr
+    # another method: refused before its model is looked for (an empty weights folder: no missing-weights error)
+    run = subprocess.run(command[:6] + ["--method", "adain", "--weights-dir", str(tmp_path), "--temperature", "0.5",
+                                        "--samples", "2", "-o", str(tmp_path / "a.png")], capture_output=True, text=True)
+    assert run.returncode == 2 and "--samples: a setting of --method vst" in run.stderr, run.stderr

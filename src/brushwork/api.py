@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import numbers
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -79,9 +80,12 @@ def load_model(name: str | os.PathLike | None = None, *, method: str | None = No
         folder = Path(name).resolve()
         kind, files, encoder = _folder_files(folder)
         _check_method(method, kind, str(name))
-        # Keyed by the files' modification times too: a folder written again (a new training run) is reloaded.
+        # Keyed by the files' modification times too, and by training.json's text (it holds settings such as vst's
+        # sampling temperature): a folder written again (a new training run, an edited setting) is reloaded.
+        record = folder / "training.json"
+        stamp = hashlib.sha256(record.read_bytes()).hexdigest() if record.is_file() else None
         return _load_folder(kind, encoder, tuple((key, path, path.stat().st_mtime_ns) for key, path in files.items()),
-                            device, dirs, fast)
+                            device, dirs, fast, stamp)
     if name is not None and str(name).endswith(".onnx"):
         from .onnx_export import load_onnx
 
@@ -122,6 +126,8 @@ def _folder_files(folder: Path) -> tuple[str, dict[str, Path], str | None]:
             record = json.loads((folder / "training.json").read_text())
         except (OSError, ValueError) as error:
             raise BrushworkError(f"{folder / 'training.json'}: unreadable ({error})") from None
+        if not isinstance(record, dict):
+            raise BrushworkError(f"{folder / 'training.json'}: not a JSON object")
     if record.get("method") == "adain":
         return "adain", {"decoder": adain.find_decoder(folder)}, record.get("encoder", "vgg19-normalised")
     if record.get("method") == "johnson":
@@ -139,7 +145,7 @@ def _load(name: str, device: torch.device, dirs: tuple, fast: bool) -> nn.Module
 
 @functools.lru_cache(maxsize=8)
 def _load_folder(kind: str, encoder: str | None, files: tuple, device: torch.device, dirs: tuple,
-                 fast: bool) -> nn.Module:
+                 fast: bool, record_stamp: str | None = None) -> nn.Module:
     paths = {key: path for key, path, _ in files}
     if kind == "adain":
         model = adain.load(paths, encoder, list(dirs))
@@ -160,6 +166,10 @@ def _ready(model: nn.Module, device: torch.device, fast: bool) -> nn.Module:
 @functools.lru_cache(maxsize=4)
 def _load_gatys(options: tuple, device: torch.device, dirs: tuple) -> nn.Module:
     return gatys.build(weights_dir=list(dirs), **dict(options)).to(device)
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 class Stylizer:
@@ -250,9 +260,11 @@ class Stylizer:
         samples, and sample k does not depend on ``count``."""
         if not getattr(self.model, "supports_samples", False):
             raise BrushworkError(f"sampling several stylisations is a feature of the vst method, not of {self.method}")
-        if count < 1:
-            raise BrushworkError(f"the number of samples must be at least 1, not {count}")
-        draws = self.model.noise(count, seed, temperature=temperature)
+        if not _is_whole(count) or count < 1:
+            raise BrushworkError(f"the number of samples must be a whole number, at least 1, not {count!r}")
+        if not _is_whole(seed) or not 0 <= seed < 2 ** 63:
+            raise BrushworkError(f"the seed must be a whole number from 0 to 2^63 - 1, not {seed!r}")
+        draws = self.model.noise(int(count), int(seed), temperature=temperature)
         return [self(content, style, noise=noise[None]) for noise in draws]
 
     def _tile(self, image: torch.Tensor) -> int | None:

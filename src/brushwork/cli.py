@@ -30,6 +30,7 @@ from .evaluation import (evaluate, evaluate_video, summarize, summary_table, vid
                          video_summary_table, write_report, write_video_report)
 from .images import (MAX_ASPECT, MAX_PIXELS, MIN_STYLE_SIDE, SAVE_FORMATS, check_writable, image_size, list_images,
                      resized_size, save_image)
+from .methods import vst
 from .methods.gatys import INITS as GATYS_INITS, OPTIMIZERS as GATYS_OPTIMIZERS
 from .vgg import LOSS_NETWORKS
 from .samples import PREFIX as SAMPLE_PREFIX, SAMPLES, is_sample
@@ -193,7 +194,7 @@ def _gatys_options(command):
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help="vst: paint N stylisations from style codes sampled with --seed, written as OUTPUT_1 .. "
                    "OUTPUT_N (without it, or with --seed alone: the mean code, or one sample).")
-@click.option("--temperature", type=_Number(0, 10, min_open=True), default=None,
+@click.option("--temperature", type=_Number(0, vst.MAX_TEMPERATURE, min_open=True), default=None,
               help="vst: sample codes at this temperature (0 < T <= 10; lower keeps samples nearer the style, with "
                    "less variety) [default: the model's, 1 unless its training.json or registry entry says].")
 @_gatys_options
@@ -231,16 +232,13 @@ def stylize(content, style, output, method, model, alpha, masks, style_weights, 
             click.echo("nothing to do: every output exists")
             return
     _check_outputs(jobs, samples)
+    if method is not None and model is None:  # the method is known: refuse its wrong settings before loading
+        _check_sampling(method, samples, seed, temperature)
     stylizer = Stylizer(model, method=method, alpha=alpha, style_weights=style_weights,
                         content_size=content_size, style_size=style_size, resize_by=resize_by,
                         preserve_color=color, device=device, weights_dir=list(weights_dir), max_memory=max_memory,
                         fast=not exact, progress=not batch, **gatys_settings)
-    if (samples is not None or seed is not None) and stylizer.method != "vst":
-        raise BrushworkError(f"{'--samples' if samples is not None else '--seed'}: a setting of --method vst"
-                             f"{'' if samples is not None else ' or gatys'}, not of {stylizer.method}")
-    if temperature is not None and (stylizer.method != "vst" or (samples is None and seed is None)):
-        raise BrushworkError("--temperature: a setting of vst samples (--samples or --seed), not of "
-                             + ("the mean code" if stylizer.method == "vst" else stylizer.method))
+    _check_sampling(stylizer.method, samples, seed, temperature)
     paint = _painter(stylizer, samples, seed, temperature)
     if not batch:
         job = jobs[0]
@@ -254,6 +252,16 @@ def stylize(content, style, output, method, model, alpha, masks, style_weights, 
         _stop_if_interrupted(stylizer, job.output)
         return
     _run_batch(stylizer, jobs, output, quality, paint, samples)
+
+
+def _check_sampling(method: str, samples: int | None, seed: int | None, temperature: float | None) -> None:
+    """Refuse --samples, --seed (gatys takes its own) and --temperature for a method that does not sample."""
+    if (samples is not None or seed is not None) and method != "vst":
+        raise BrushworkError(f"{'--samples' if samples is not None else '--seed'}: a setting of --method vst"
+                             f"{'' if samples is not None else ' or gatys'}, not of {method}")
+    if temperature is not None and (method != "vst" or (samples is None and seed is None)):
+        raise BrushworkError("--temperature: a setting of vst samples (--samples or --seed), not of "
+                             + ("the mean code" if method == "vst" else method))
 
 
 def _painter(stylizer: Stylizer, samples: int | None, seed: int | None, temperature: float | None = None):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -49,6 +50,10 @@ from .microast import pad_to
 ENCODER_LAYER = "relu4_1"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 LATENT_DIM = 64
+#: The largest code a weights folder may declare (training frames the space with at most 256 paintings).
+MAX_LATENT_DIM = 1024
+#: The highest sampling temperature (far beyond it the codes leave every painting the model knows).
+MAX_TEMPERATURE = 10.0
 HIDDEN = 256
 WEIGHTS_FILE = "vst.pth"
 
@@ -319,9 +324,11 @@ class VariationalStyleTransfer(nn.Module):
 
 
 def check_temperature(value: float) -> float:
-    """A sampling temperature, which must be a positive finite number."""
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise BrushworkError(f"the sampling temperature must be a positive number, not {value!r}")
+    """A sampling temperature: a real number above 0 and at most :data:`MAX_TEMPERATURE`."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or not 0 < value <= MAX_TEMPERATURE):
+        raise BrushworkError(f"the sampling temperature must be a positive number up to {MAX_TEMPERATURE:g}, "
+                             f"not {value!r}")
     return float(value)
 
 
@@ -333,9 +340,11 @@ def settings(folder: Path) -> dict:
         record = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError) as error:
         raise BrushworkError(f"{path}: unreadable ({error})") from None
+    if not isinstance(record, dict):
+        raise BrushworkError(f"{path}: not a JSON object")
     latent_dim = record.get("latent_dim", LATENT_DIM)
-    if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 1:
-        raise BrushworkError(f"{path}: latent_dim must be a positive whole number, not {latent_dim!r}")
+    if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or not 1 <= latent_dim <= MAX_LATENT_DIM:
+        raise BrushworkError(f"{path}: latent_dim must be a whole number from 1 to {MAX_LATENT_DIM}, not {latent_dim!r}")
     try:
         temperature = check_temperature(record.get("sample_temperature", 1.0))
     except BrushworkError as error:
