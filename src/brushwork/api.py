@@ -78,12 +78,10 @@ def load_model(name: str | os.PathLike | None = None, *, method: str | None = No
         raise BrushworkError(f"{', '.join(sorted(options))}: settings of the gatys method, not of {name or 'this model'}")
     if name is not None and Path(name).is_dir():
         folder = Path(name).resolve()
-        kind, files, encoder = _folder_files(folder)
+        kind, files, encoder, stamp = _folder_files(folder)
         _check_method(method, kind, str(name))
         # Keyed by the files' modification times too, and by training.json's text (it holds settings such as vst's
         # sampling temperature): a folder written again (a new training run, an edited setting) is reloaded.
-        record = folder / "training.json"
-        stamp = hashlib.sha256(record.read_bytes()).hexdigest() if record.is_file() else None
         return _load_folder(kind, encoder, tuple((key, path, path.stat().st_mtime_ns) for key, path in files.items()),
                             device, dirs, fast, stamp)
     if name is not None and str(name).endswith(".onnx"):
@@ -117,24 +115,27 @@ def _check_method(method: str | None, actual: str, name: str) -> None:
         raise BrushworkError(f"{name}: a {actual} model, not {method}")
 
 
-def _folder_files(folder: Path) -> tuple[str, dict[str, Path], str | None]:
+def _folder_files(folder: Path) -> tuple[str, dict[str, Path], str | None, str | None]:
     """Which method a folder of trained weights is for (its training.json says; MicroAST's four files
-    otherwise), its files, and (AdaIN, VST) the registry name of its encoder (Johnson: its style's name)."""
-    record = {}
-    if (folder / "training.json").is_file():
+    otherwise), its files, (AdaIN, VST) the registry name of its encoder (Johnson: its style's name), and a digest
+    of its training.json (None without one)."""
+    record, stamp, path = {}, None, folder / "training.json"
+    if path.is_file():
         try:
-            record = json.loads((folder / "training.json").read_text())
+            text = path.read_bytes()
+            record = json.loads(text)
         except (OSError, ValueError) as error:
-            raise BrushworkError(f"{folder / 'training.json'}: unreadable ({error})") from None
+            raise BrushworkError(f"{path}: unreadable ({error})") from None
         if not isinstance(record, dict):
-            raise BrushworkError(f"{folder / 'training.json'}: not a JSON object")
+            raise BrushworkError(f"{path}: not a JSON object")
+        stamp = hashlib.sha256(text).hexdigest()
     if record.get("method") == "adain":
-        return "adain", {"decoder": adain.find_decoder(folder)}, record.get("encoder", "vgg19-normalised")
+        return "adain", {"decoder": adain.find_decoder(folder)}, record.get("encoder", "vgg19-normalised"), stamp
     if record.get("method") == "johnson":
-        return "johnson", {"transform": johnson.find_weights(folder)}, record.get("style", "")
+        return "johnson", {"transform": johnson.find_weights(folder)}, record.get("style", ""), stamp
     if record.get("method") == "vst":
-        return "vst", {"vst": vst.find_weights(folder)}, record.get("encoder", "vgg16-hed")
-    return "microast", microast.find_parts(folder), None
+        return "vst", {"vst": vst.find_weights(folder)}, record.get("encoder", "vgg16-hed"), stamp
+    return "microast", microast.find_parts(folder), None, stamp
 
 
 @functools.lru_cache(maxsize=8)
